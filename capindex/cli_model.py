@@ -1,0 +1,160 @@
+"""Model commands: `capindex caption`, `capindex train`, `capindex evaluate`.
+
+Registered on the main group by cli.py. Torch is imported inside the commands so
+that `capindex --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from capindex.errors import CapindexError
+
+DEVICES = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("capindex")) / "features"
+
+
+def _model_option(f):
+    return click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Checkpoint to use (default: the shipped model).")(f)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_model_option
+@click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Beam width; 1 is greedy decoding.")
+@click.option("--device", default="auto", show_default=True, type=DEVICES)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def caption(images, model_path, beam_size, device, as_json):
+    """Print a caption for each IMAGE.
+
+    Example: capindex caption sample_images/chelsea.jpg --json
+    """
+    from capindex.model.captioner import Captioner
+    from capindex.model.preprocess import image_tensor
+
+    try:
+        captioner = Captioner.load(model_path, device=device, beam_size=beam_size)
+    except CapindexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    failed = 0
+    for path in images:
+        try:
+            tensor = image_tensor(path)
+        except Exception as exc:  # PIL and the OS raise many kinds for a bad file
+            click.echo(f"skipping {path}: {_reason(exc)}", err=True)
+            failed += 1
+            continue
+        (result,) = captioner.caption_batch(tensor.unsqueeze(0))
+        if as_json:
+            click.echo(json.dumps({"path": str(path), "caption": result.text,
+                                   "score": round(result.score, 4),
+                                   "tags": [{"label": l, "p": p} for l, p in result.tags]}))
+        else:
+            click.echo(f"{path}\t{result.text}")
+    sys.exit(1 if failed else 0)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"not a readable image ({exc.__class__.__name__}: {exc})"
+
+
+@click.command()
+@click.option("--data", "data_dirs", multiple=True, required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Dataset folder (images/, captions.csv, optional train.txt/val.txt). "
+                   "Repeat for several; the first one's val split drives early stopping.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the best checkpoint.")
+@click.option("--cell", default="gru", show_default=True, type=click.Choice(["gru", "lstm", "rnn"]))
+@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=4e-4, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--patience", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
+              help="Validation images held out of a dataset that has no split files.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where encoder features are cached (default: the user cache dir).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the resumable training state goes (default: next to --out).")
+@click.option("--resume", is_flag=True, help="Continue from the state in --work-dir.")
+def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout, cache_dir,
+          work_dir, resume):
+    """Train a caption decoder on one or more datasets.
+
+    Example: capindex train --data ../shared/datasets/flickr8k
+    --data ../shared/datasets/coco-1997 --out model.pt
+    """
+    from capindex.training.datasets import read_dataset
+    from capindex.training.trainer import TrainConfig, train as run_training
+
+    config = TrainConfig(cell=cell, epochs=epochs, batch_size=batch_size, lr=lr,
+                         patience=patience, seed=seed)
+    try:
+        datasets = [read_dataset(d, holdout=holdout, seed=seed) for d in data_dirs]
+        result = run_training(datasets, out, config, cache_dir or _default_cache_dir(),
+                              work_dir or out.parent / f"{out.stem}.work", resume=resume,
+                              log=lambda m: click.echo(m, err=True))
+    except (CapindexError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"best validation CIDEr-D {result['best_cider']:.3f} after {result['epochs']} "
+               f"epochs; checkpoint: {out}")
+
+
+@click.command()
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Dataset folder to score on.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@_model_option
+@click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
+              help="Validation images held out of a dataset that has no split files.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the hold-out choice (use the one training used).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="auto", show_default=True, type=DEVICES)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, device, as_json):
+    """Score a model with BLEU-1..4, ROUGE-L and CIDEr-D (coco-caption scorers).
+
+    Example: capindex evaluate --data ../shared/datasets/flickr8k --beam-size 3
+    """
+    from capindex.model.captioner import Captioner
+    from capindex.training.datasets import read_dataset
+    from capindex.training.evaluate import evaluate as run_evaluation
+
+    try:
+        captioner = Captioner.load(model_path, device=device, beam_size=beam_size)
+        dataset = read_dataset(data_dir, holdout=holdout, seed=seed)
+        result = run_evaluation(captioner, dataset, split, cache_dir or _default_cache_dir())
+    except CapindexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['model']} on {result['dataset']} {split} ({result['images']} images), "
+               f"{result['decoding']['method']} k={beam_size}")
+    for metric, value in result["scores"].items():
+        click.echo(f"  {metric:<8} {value:.4f}")
+    click.echo(f"  decoding {result['decode_images_per_s']} images/s (decoder only)")
+
+
+MODEL_COMMANDS = (caption, train, evaluate)

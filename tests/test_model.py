@@ -1,0 +1,136 @@
+"""The captioning model: encoder weights, decoder cells, search, checkpoints, shipped default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from capindex.errors import ModelError
+from capindex.model.captioner import Captioner
+from capindex.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from capindex.model.config import ModelConfig
+from capindex.model.decoder import CaptionDecoder
+from capindex.model.encoder import Encoder, top_tags
+from capindex.model.preprocess import image_tensor, load_image
+from capindex.model.search import _banned_by_trigrams, beam_search, greedy_search
+from capindex.model.vocab import Vocabulary, tokenize
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+CAPTIONS = ["a dog runs on the grass", "a man rides a red bike down the road",
+            "two children play in the water", "a cat sits on a sofa"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return Encoder()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Captioner.load(device="cpu", beam_size=3)
+
+
+def test_encoder_weights_are_the_pretrained_imagenet_ones(encoder):
+    images = torch.stack([image_tensor(SAMPLES / "chelsea.jpg"), image_tensor(SAMPLES / "coffee.jpg")])
+    _, logits = encoder(images)
+    cat, coffee = top_tags(logits, k=3)
+    assert cat[0][0] in {"tabby", "tiger cat", "Egyptian cat"} and cat[0][1] > 0.5
+    assert coffee[0][0] in {"espresso", "cup", "coffee mug"} and coffee[0][1] > 0.5
+
+
+def test_encoder_output_shapes(encoder):
+    features, logits = encoder(torch.zeros(2, 3, 224, 224))
+    assert features.shape == (2, 49, 1280)
+    assert logits.shape == (2, 1000)
+
+
+def test_config_rejects_unknown_cell():
+    with pytest.raises(ValueError, match="cell must be one of gru, lstm, rnn"):
+        ModelConfig(vocab_size=10, cell="transformer")
+
+
+def test_vocabulary_round_trip():
+    vocab = Vocabulary.build(CAPTIONS, min_count=1)
+    ids = vocab.encode("A dog runs on the GRASS .", max_len=20)
+    assert ids[0] == vocab.start and ids[-1] == vocab.end
+    assert vocab.decode(ids) == "a dog runs on the grass"
+    assert vocab.decode(vocab.encode("a zebra", 20)) == "a <unk>"
+    assert tokenize("Two dogs, playing!") == ["two", "dogs", "playing"]
+
+
+def test_trigram_guard_bans_the_word_that_repeats_a_trigram():
+    # "on the grass on the" -> "grass" would repeat "on the grass"
+    assert _banned_by_trigrams([[5, 6, 7, 5, 6]]) == [[7]]
+    assert _banned_by_trigrams([[5, 6, 7]]) == [[]]
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_beam_search_of_width_one_equals_greedy(cell):
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(CAPTIONS, min_count=1)
+    decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell=cell, hidden_dim=32,
+                                         embed_dim=16, attention_dim=16, project_dim=32)).eval()
+    features = torch.randn(6, 49, 1280)
+    greedy_tokens, greedy_scores = greedy_search(decoder, features, vocab, max_len=12)
+    beam_tokens, beam_scores = beam_search(decoder, features, vocab, beam_size=1, max_len=12)
+    assert greedy_tokens == beam_tokens
+    assert greedy_scores == pytest.approx(beam_scores, abs=1e-5)
+    wide_tokens, _ = beam_search(decoder, features, vocab, beam_size=4, max_len=12)
+    assert len(wide_tokens) == 6 and all(len(t) <= 12 for t in wide_tokens)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    vocab = Vocabulary.build(CAPTIONS, min_count=1)
+    decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell="lstm", hidden_dim=32,
+                                         embed_dim=16, attention_dim=16, project_dim=32)).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, decoder, vocab, {"model_id": "test"}, half=False)
+    loaded, loaded_vocab, meta = load_checkpoint(path)
+    assert meta == {"model_id": "test"}
+    assert loaded_vocab.words == vocab.words
+    assert loaded.config == decoder.config
+    features = torch.randn(3, 49, 1280)
+    assert greedy_search(loaded, features, vocab) == greedy_search(decoder, features, vocab)
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(ModelError, match=r"missing\.pt: no such model checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ModelError, match=r"junk\.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
+
+
+def test_shipped_checkpoint_captions_a_sample_image(shipped):
+    assert DEFAULT_CHECKPOINT.is_file()
+    (result,) = shipped.caption_batch(image_tensor(SAMPLES / "chelsea.jpg").unsqueeze(0))
+    assert "cat" in result.text.split()
+    assert -5.0 < result.score < 0.0
+    assert result.tags[0][0] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert shipped.decoding == {"method": "beam", "beam_size": 3, "max_len": 20}
+
+
+def test_full_size_photo_gets_the_caption_of_its_small_copy(shipped, tmp_path):
+    photo = Image.open(SAMPLES / "coffee.jpg").resize((4000, 3000), Image.Resampling.BICUBIC)
+    photo.save(tmp_path / "big.jpg", quality=92)
+    photo.resize((224, 224), Image.Resampling.BICUBIC).save(tmp_path / "small.jpg", quality=92)
+    big, small = image_tensor(tmp_path / "big.jpg"), image_tensor(tmp_path / "small.jpg")
+    assert big.shape == small.shape == (3, 224, 224)
+    assert (big - small).abs().mean() < 0.03  # pixels scaled to [-1, 1]
+    captions = shipped.caption_batch(torch.stack([big, small]))
+    assert captions[0].text == captions[1].text
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    img = Image.new("RGB", (400, 200), "white")
+    img.paste((255, 0, 0), (0, 0, 200, 200))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW when shown
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    shown = load_image(tmp_path / "rot.jpg")
+    assert shown.getpixel((112, 20))[0] > 200 and shown.getpixel((112, 20))[1] < 60  # red on top
+    assert shown.getpixel((112, 200))[1] > 200  # white below
