@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from capindex.errors import CapindexError
+from capindex.errors import CapindexError, describe_failure
 
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
@@ -33,7 +33,8 @@ def _model_option(f):
 @_model_option
 @click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Beam width; 1 is greedy decoding.")
-@click.option("--device", default="auto", show_default=True, type=DEVICES)
+@click.option("--device", default="auto", show_default=True, type=DEVICES,
+              help="Where the model runs: auto picks cuda when available.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def caption(images, model_path, beam_size, device, as_json):
     """Print a caption for each IMAGE.
@@ -52,7 +53,7 @@ def caption(images, model_path, beam_size, device, as_json):
         try:
             tensor = image_tensor(path)
         except Exception as exc:  # PIL and the OS raise many kinds for a bad file
-            click.echo(f"skipping {path}: {_reason(exc)}", err=True)
+            click.echo(f"skipping {path}: {describe_failure(exc)}", err=True)
             failed += 1
             continue
         (result,) = captioner.caption_batch(tensor.unsqueeze(0))
@@ -63,16 +64,6 @@ def caption(images, model_path, beam_size, device, as_json):
         else:
             click.echo(f"{path}\t{result.text}")
     sys.exit(1 if failed else 0)
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return f"not a readable image ({exc.__class__.__name__}: {exc})"
 
 
 @click.command()
@@ -129,8 +120,10 @@ def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout,
               help="Validation images held out of a dataset that has no split files.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the hold-out choice (use the one training used).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--device", default="auto", show_default=True, type=DEVICES)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where encoder features are cached (default: the user cache dir).")
+@click.option("--device", default="auto", show_default=True, type=DEVICES,
+              help="Where the model runs: auto picks cuda when available.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, device, as_json):
     """Score a model with BLEU-1..4, ROUGE-L and CIDEr-D (coco-caption scorers).

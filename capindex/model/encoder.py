@@ -49,9 +49,10 @@ class Encoder(nn.Module):
         self.net = EfficientNet.from_name(ENCODER_ID)
         state = torch.load(weights_path(), map_location="cpu", weights_only=True)
         self.net.load_state_dict(state, strict=True)
-        self.net.eval()
         for p in self.parameters():
             p.requires_grad_(False)
+        self.eval()
+        _fold_batch_norms(self.net)
 
     def train(self, mode: bool = True) -> "Encoder":
         # Always frozen: batch-norm statistics must never update.
@@ -64,6 +65,23 @@ class Encoder(nn.Module):
         logits = self.net._fc(pooled)  # (B, 1000); dropout is a no-op in eval
         features = grid.flatten(2).transpose(1, 2)  # (B, 49, 1280)
         return features, logits
+
+
+# (conv, batch norm) attribute pairs of EfficientNet-Lite's stem, blocks and head.
+_CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
+_BLOCK_CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
+
+def _fold_batch_norms(net: nn.Module) -> None:
+    """Fold every frozen batch norm into the convolution before it (same outputs, faster)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = [(net, conv, bn) for conv, bn in _CONV_BN]
+    pairs += [(block, conv, bn) for block in net._blocks for conv, bn in _BLOCK_CONV_BN]
+    for owner, conv, bn in pairs:
+        if hasattr(owner, conv):
+            setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, bn)))
+            setattr(owner, bn, nn.Identity())
 
 
 def top_tags(logits: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:

@@ -161,7 +161,7 @@ def train(datasets: list[CaptionDataset], out: Path, config: TrainConfig, cache_
             loss.backward()
             nn.utils.clip_grad_norm_(decoder.parameters(), config.grad_clip)
             optimizer.step()
-            total += float(ce)
+            total += ce.item()
             progress.set_postfix(loss=f"{total / i:.3f}")
         scores = {ds.name: validate(decoder, f, ds.val, ds.captions, vocab) for ds, f in val_sets}
         primary = scores[datasets[0].name]["CIDEr-D"]

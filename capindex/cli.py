@@ -1,0 +1,346 @@
+"""The `capindex` command: a thin click layer over the library.
+
+This is the one place real collaborators are built (the Captioner, the progress
+bar). Heavy imports (torch, pyarrow, SQLAlchemy, Whoosh) happen inside the
+commands, so `capindex --help` is fast. Library errors (capindex.errors) become
+one-line `Error: ...` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from capindex.errors import CapindexError
+
+EXPORT_FORMATS = ("parquet", "csv", "jsonl")  # = capindex.pipeline.export.FORMATS
+
+# `capindex ingest` exit statuses (also in its --help)
+EXIT_SOME_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+def load_captioner(model_path: Path | None, device: str):
+    """The real captioner; tests hand in a fake through `main(obj={"load_captioner": ...})`."""
+    from capindex.model.captioner import Captioner
+
+    return Captioner.load(model_path, device=device)
+
+
+@contextmanager
+def _library_errors():
+    try:
+        yield
+    except CapindexError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _library(ctx: click.Context):
+    from capindex.library import Library
+
+    return Library(ctx.obj["library_dir"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="capindex")
+@click.option("--library", "library_dir", metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Library directory (catalogue, Parquet files, search index). "
+                   "Default: $CAPINDEX_HOME, else the user data directory "
+                   "(~/.local/share/capindex on Linux).")
+@click.pass_context
+def main(ctx: click.Context, library_dir: Path | None) -> None:
+    """Caption photo folders offline, then search them by keyword.
+
+    \b
+    Example:
+        capindex ingest ~/Pictures
+        capindex search "dog on a beach"
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.setdefault("load_captioner", load_captioner)
+    ctx.obj["library_dir"] = library_dir
+
+
+def _default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...",
+                type=click.Path(exists=True, path_type=str))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 4096),
+              help="Images per model call.")
+@click.option("--workers", type=click.IntRange(0, 64),
+              help="Processes that read, hash and decode files while the model runs; "
+                   "0 does it in the main process.  [default: CPUs - 1, at most 8]")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the model runs; auto picks cuda when available.")
+@click.option("--model", "model_path", metavar="CHECKPOINT",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Caption with this checkpoint instead of the model shipped with capindex.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Skip files and folders whose name or path relative to PATH matches; "
+                   "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
+@click.option("--recaption", is_flag=True,
+              help="Caption again the images whose caption was made by another model.")
+@click.option("--retry-failed", is_flag=True, help="Try again the files that failed before.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no summary (bad files are still reported).")
+@click.pass_context
+def ingest(ctx, paths, batch_size, workers, device, model_path, exclude, recaption,
+           retry_failed, quiet):
+    """Caption the images under each PATH and add them to the library.
+
+    Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
+    .tiff files (any case); names starting with "." are skipped. Re-running is
+    incremental: unchanged files are not read again, moved files keep their
+    caption, deleted files leave the library. A file that cannot be read is
+    reported as "skipping PATH: REASON", recorded with status=error and skipped
+    on later runs unless --retry-failed.
+
+    \b
+    Exit status:
+      0    every file is captioned or was already up to date
+      1    nothing was done (library busy, model missing, ...)
+      2    bad usage (an unknown option, a PATH that does not exist)
+      3    finished, but some files or folders could not be read (see the
+           "skipping" lines)
+      130  interrupted by Ctrl-C: what was written is kept; run again to finish
+
+    \b
+    Example:
+        capindex ingest ~/Pictures --exclude 'thumbs/*'
+    """
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.BadParameter("CUDA is not available on this machine; use --device cpu "
+                                     "or auto", param_hint="'--device'")
+    from capindex.pipeline.ingest import IngestOptions, ingest as run_ingest
+
+    library = _library(ctx)
+    with _library_errors():
+        captioner = ctx.obj["load_captioner"](model_path, device)
+    options = IngestOptions(
+        batch_size=batch_size,
+        workers=_default_workers() if workers is None else workers,
+        exclude=tuple(exclude),
+        recaption=recaption,
+        retry_failed=retry_failed,
+        pin_memory=str(getattr(captioner, "device", "cpu")).startswith("cuda"),
+    )
+    events = Progress(quiet)
+    try:
+        with _library_errors(), _stop_on_sigint() as stop:
+            summary = run_ingest(library, paths, captioner, options, events,
+                                 should_stop=lambda: stop.is_set())
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was written is kept; run the same command again "
+                   "to finish", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    if not quiet:
+        click.echo(format_summary(summary), err=True)
+    if summary.interrupted:
+        click.echo("interrupted: what was written is kept; run the same command again "
+                   "to finish", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    if summary.failed:
+        ctx.exit(EXIT_SOME_FAILED)
+
+
+@contextmanager
+def _stop_on_sigint():
+    """First Ctrl-C: finish the current batch, then stop. Second: stop at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\nstopping after the current batch (Ctrl-C again to stop now)", err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Progress:
+    """Ingest events -> a tqdm bar (images/s) and `skipping` lines, on stderr."""
+
+    def __init__(self, quiet: bool = False, force: bool = False) -> None:
+        self.quiet = quiet
+        self.force = force  # draw the bar even when stderr is not a terminal
+        self.bar = None
+
+    def start(self, total: int) -> None:
+        if self.quiet or not total:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit=" images", desc="captioning", file=sys.stderr,
+                        disable=False if self.force else None, dynamic_ncols=True)
+
+    def advance(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def skipped(self, path: str, reason: str) -> None:
+        line = f"skipping {path}: {reason}"
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_summary(summary) -> str:
+    rate = summary.captioned / summary.seconds if summary.seconds else 0.0
+    parts = [f"{summary.new} new", f"{summary.unchanged} unchanged", f"{summary.moved} moved"]
+    for label in ("changed", "recaptioned", "retried", "deleted"):
+        if getattr(summary, label):
+            parts.append(f"{getattr(summary, label)} {label}")
+    parts.append(f"{summary.failed} failed")
+    lines = [f"{', '.join(parts)}; {summary.captioned} captioned in {summary.seconds:.1f} s "
+             f"({rate:.1f} images/s)"]
+    if summary.previously_failed:
+        lines.append(f"{summary.previously_failed} files failed in an earlier run and were "
+                     "not read again (use --retry-failed)")
+    if summary.other_model:
+        lines.append(f"{summary.other_model} images have captions from another model "
+                     "(use --recaption to redo them)")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("query")
+@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10_000),
+              help="How many results at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON array.")
+@click.pass_context
+def search(ctx, query, limit, as_json):
+    """Find images by words in their caption, tags or file name (BM25 ranking).
+
+    Any word of QUERY may match and images matching more words rank higher;
+    "quoted phrases", AND / OR / NOT and field:word (fields caption, tags,
+    name) work too. Prints rank, score, path and caption, one image a line.
+
+    \b
+    Example:
+        capindex search "dog on a beach" --limit 5
+    """
+    from capindex.indexer import search as run_search
+
+    with _library_errors():
+        hits = run_search(_library(ctx), query, limit)
+    if as_json:
+        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo(f"no images match {query!r}", err=True)
+    for hit in hits:
+        click.echo(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS),
+              help="Output format.  [default: from OUT's extension: .parquet, .csv, .jsonl]")
+@click.pass_context
+def export(ctx, out, fmt):
+    """Write the whole catalogue to OUT as Parquet, CSV or JSON Lines.
+
+    One row per image with the columns listed in docs/architecture.md
+    (path, caption, caption_score, tags, size, EXIF fields, provenance,
+    status, ...). OUT "-" writes CSV or JSON Lines to standard output.
+
+    \b
+    Example:
+        capindex export captions.parquet
+        capindex export - --format jsonl | head
+    """
+    from capindex.pipeline.export import export as run_export, format_from_suffix, write_text
+
+    fmt = fmt or format_from_suffix(out)
+    if fmt is None:
+        raise click.BadParameter("cannot tell the format from the file name; add --format "
+                                 "parquet, csv or jsonl", param_hint="'--format'")
+    if out == "-" and fmt == "parquet":
+        raise click.BadParameter("Parquet cannot go to standard output; give a file name",
+                                 param_hint="'OUT'")
+    with _library_errors(), _library(ctx).open_catalog() as catalog:
+        if out == "-":
+            write_text(catalog.rows(), fmt, sys.stdout)
+            return
+        count = run_export(catalog, Path(out), fmt)
+    click.echo(f"exported {count} rows to {out} ({fmt})", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
+@click.pass_context
+def info(ctx, as_json):
+    """Show where the library is, how many images it holds, failures and models.
+
+    \b
+    Example:
+        capindex info --json
+    """
+    from capindex.indexer import SearchIndex
+    from capindex.pipeline.write import ParquetMirror
+
+    library = _library(ctx)
+    report = {"library": str(library.root), "images": 0, "ok": 0, "failed": 0, "models": [],
+              "last_ingest": None, "failures": []}
+    if library.exists():
+        with _library_errors(), library.open_catalog() as catalog:
+            report.update(catalog.stats())
+            report["failures"] = [{"path": p, "error": e} for p, e in catalog.failures()]
+    mirror = ParquetMirror(library.parquet_dir)
+    report["parquet_files"] = len(mirror.parts())
+    report["parquet_rows"] = mirror.row_count()
+    report["index_documents"] = SearchIndex(library.index_dir).doc_count()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"library: {report['library']}")
+    if not report["images"]:
+        click.echo("no images yet; add some with: capindex ingest PATH")
+        return
+    click.echo(f"images: {report['images']} ({report['ok']} captioned, "
+               f"{report['failed']} failed)")
+    for model in report["models"]:
+        click.echo(f"model: {model['model_id']} (weights {str(model['weights_hash'])[:12]}): "
+                   f"{model['images']} images")
+    click.echo(f"last ingest: {report['last_ingest']}")
+    click.echo(f"parquet: {report['parquet_rows']} rows in {report['parquet_files']} files")
+    click.echo(f"search index: {report['index_documents']} documents")
+    if report["failures"]:
+        click.echo(f"failures (first {len(report['failures'])}; see capindex export):")
+        for failure in report["failures"]:
+            click.echo(f"  {failure['path']}: {failure['error']}")
+
+
+# Model commands (capindex/cli_model.py): caption, train, evaluate.
+from capindex.cli_model import MODEL_COMMANDS  # noqa: E402  (after `main` exists)
+
+for _command in MODEL_COMMANDS:
+    main.add_command(_command)

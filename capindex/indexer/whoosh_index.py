@@ -1,0 +1,197 @@
+"""The Whoosh search index: caption, tags and file-name words, stemmed; BM25F ranking.
+
+The index holds only what search needs to match (the words) plus each row's
+`id` and `seq`; paths and captions shown in results come from the catalogue, so
+a result never shows stale data. Which rows the index should hold is decided
+by the catalogue alone: `reconcile` makes the index hold exactly the catalogue's
+'ok' rows at their current `seq`, whatever state a killed run left it in.
+
+Whoosh readers see the last committed state and never wait for the writer, so
+`capindex search` works while an ingest is running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterable
+
+from whoosh import index as whoosh_index
+from whoosh.analysis import StemmingAnalyzer
+from whoosh.fields import ID, STORED, TEXT, Schema
+from whoosh.qparser import MultifieldParser, OrGroup
+from whoosh.query import NullQuery
+from whoosh.scoring import BM25F
+
+from capindex.errors import QuerySyntaxError
+
+FIELDS = ("caption", "tags", "name")
+FIELD_BOOSTS = {"caption": 1.0, "tags": 0.6, "name": 0.8}
+
+
+def make_schema() -> Schema:
+    return Schema(
+        id=ID(unique=True, stored=True),
+        seq=STORED,
+        caption=TEXT(analyzer=StemmingAnalyzer()),
+        tags=TEXT(analyzer=StemmingAnalyzer()),
+        # "IMG_2041_beach-sunset.jpg" -> img, 2041, beach, sunset
+        name=TEXT(analyzer=StemmingAnalyzer(expression=r"[^\W_]+")),
+    )
+
+
+def document(row: dict) -> dict:
+    """The index document of a catalogue row."""
+    name = os.path.splitext(os.path.basename(row["path"]))[0]
+    return {
+        "id": str(row["id"]),
+        "seq": row["seq"],
+        "caption": row["caption"] or "",
+        "tags": ", ".join(tag["label"] for tag in row["tags"] or ()),
+        "name": name,
+    }
+
+
+class SearchIndex:
+    """A Whoosh index in `directory`; writes are buffered and committed by `flush`."""
+
+    def __init__(self, directory: Path, flush_every: int = 1000,
+                 flush_seconds: float = 2.0) -> None:
+        self.directory = Path(directory)
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._pending: dict[int, dict | None] = {}  # id -> row to index, or None to delete
+        self._last_flush = time.monotonic()
+
+    def exists(self) -> bool:
+        return whoosh_index.exists_in(str(self.directory))
+
+    def _open(self):
+        if self.exists():
+            return whoosh_index.open_dir(str(self.directory))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return whoosh_index.create_in(str(self.directory), make_schema())
+
+    # -- writing (only `capindex ingest`, under the library's ingest lock) --
+
+    def update(self, rows: Iterable[dict], deleted_ids: Iterable[int] = ()) -> None:
+        """Queue committed catalogue rows (error rows leave the index) and deletions."""
+        for row in rows:
+            self._pending[row["id"]] = row if row["status"] == "ok" else None
+        for row_id in deleted_ids:
+            self._pending[row_id] = None
+        if (len(self._pending) >= self.flush_every
+                or time.monotonic() - self._last_flush >= self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the queued changes (one Whoosh commit)."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        writer = self._open().writer(limitmb=64)
+        try:
+            for row_id, row in self._pending.items():
+                if row is None:
+                    writer.delete_by_term("id", str(row_id))
+                else:
+                    writer.update_document(**document(row))
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit()
+        self._pending.clear()
+
+    def discard(self) -> None:
+        """Forget queued changes (the next reconcile restores them from the catalogue)."""
+        self._pending.clear()
+
+    def reconcile(self, catalog) -> int:
+        """Make the index hold exactly the catalogue's 'ok' rows; returns the changes made."""
+        ix = self._open()
+        with ix.searcher() as searcher:
+            have = {int(f["id"]): f["seq"] for f in searcher.reader().all_stored_fields()}
+        want = {row_id: seq for seq, row_id in catalog.live_seqs(ok_only=True).items()}
+        stale = [row_id for row_id in have if row_id not in want]
+        todo = [row_id for row_id, seq in want.items() if have.get(row_id) != seq]
+        if stale or todo:
+            self.update(catalog.rows(todo), stale)
+            self.flush()
+        return len(stale) + len(todo)
+
+    # -- reading -----------------------------------------------------------
+
+    def doc_count(self) -> int:
+        if not self.exists():
+            return 0
+        return whoosh_index.open_dir(str(self.directory)).doc_count()
+
+    def search(self, text: str, limit: int = 10) -> list[tuple[int, float]]:
+        """(row id, BM25F score) of the best matches, best first.
+
+        Raises QuerySyntaxError for a malformed query; an empty list when the
+        query has no searchable words or nothing matches.
+        """
+        check_query(text)
+        for attempt in range(3):
+            try:
+                ix = whoosh_index.open_dir(str(self.directory))
+                parser = MultifieldParser(list(FIELDS), ix.schema, fieldboosts=FIELD_BOOSTS,
+                                          group=OrGroup.factory(0.9))
+                query = parser.parse(text)
+                if query is NullQuery:
+                    return []
+                with ix.searcher(weighting=BM25F()) as searcher:
+                    return [(int(hit["id"]), hit.score)
+                            for hit in searcher.search(query, limit=limit)]
+            except FileNotFoundError:
+                # An ingest merged segments between our reading the table of
+                # contents and opening them; the next try sees the new ones.
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+        return []  # not reached
+
+
+_FIELD = re.compile(r"^\(*([A-Za-z_]\w*):(.*)$")
+_BINARY = ("AND", "OR", "ANDNOT", "ANDMAYBE")
+
+
+def check_query(text: str) -> None:
+    """Raise QuerySyntaxError for what Whoosh would silently drop or misread.
+
+    Whoosh's parser never fails: an unclosed parenthesis, a dangling AND or an
+    unknown field just vanish from the query. We say so instead.
+    """
+    if not text.strip():
+        raise QuerySyntaxError(text, "the query is empty")
+    if text.count('"') % 2:
+        raise QuerySyntaxError(text, "a quote (\") is not closed")
+    outside = re.sub(r'"[^"]*"', ' "" ', text)  # phrases are left to Whoosh
+    depth = 0
+    for char in outside:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if depth:
+        raise QuerySyntaxError(text, "the parentheses do not match")
+    if outside.count("[") != outside.count("]") or outside.count("{") != outside.count("}"):
+        raise QuerySyntaxError(text, "a range's brackets do not match")
+    words = re.sub(r"[()]", " ", outside).split()
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else None
+        after = words[i + 1] if i + 1 < len(words) else None
+        if word in _BINARY and (before is None or after is None or after in _BINARY
+                                or before in _BINARY or before == "NOT"):
+            raise QuerySyntaxError(text, f"{word} needs a word on each side")
+        if word == "NOT" and (after is None or after in _BINARY):
+            raise QuerySyntaxError(text, "NOT needs a word after it")
+        field = _FIELD.match(word)
+        if field:
+            name, rest = field.groups()
+            if name not in FIELDS:
+                raise QuerySyntaxError(text, f"there is no field {name!r}")
+            if not rest:
+                raise QuerySyntaxError(text, f"{name}: needs a word right after the colon")

@@ -1,0 +1,292 @@
+"""Where results live: the library directory and its SQLite catalogue.
+
+A library is one directory::
+
+    catalog.sqlite   the catalogue: one row per image (the source of truth)
+    parquet/         the Parquet mirror of the catalogue (see pipeline/write.py)
+    index/           the Whoosh search index (see indexer/)
+    ingest.lock      held by the one ingest that may write at a time
+
+Its location: `--library DIR`, else `$CAPINDEX_HOME`, else the platform's user
+data directory (platformdirs: ~/.local/share/capindex on Linux).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from capindex.errors import CapindexError, EmptyLibraryError, LibraryBusyError
+from capindex.schemas import SCHEMA_VERSION, images_table, meta_table
+
+APP_NAME = "capindex"
+ENV_VAR = "CAPINDEX_HOME"
+
+_T = images_table
+_CHUNK = 500  # ids per IN (...) clause
+
+
+def default_library_dir() -> Path:
+    """$CAPINDEX_HOME when set, else the platform's user data directory."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+class Library:
+    """The paths of one library, and the catalogue inside it."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = (Path(root).expanduser() if root else default_library_dir()).absolute()
+        self.catalog_path = self.root / "catalog.sqlite"
+        self.parquet_dir = self.root / "parquet"
+        self.index_dir = self.root / "index"
+        self.lock_path = self.root / "ingest.lock"
+
+    def __repr__(self) -> str:
+        return f"Library({str(self.root)!r})"
+
+    def exists(self) -> bool:
+        return self.catalog_path.is_file()
+
+    def open_catalog(self, create: bool = False) -> "Catalog":
+        """The catalogue; raises EmptyLibraryError when there is none and `create` is False."""
+        if not create and not self.exists():
+            raise EmptyLibraryError(str(self.root))
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CapindexError(
+                    f"cannot create the library at {self.root}: {exc.strerror}; "
+                    "choose another with --library DIR or CAPINDEX_HOME"
+                ) from exc
+        return Catalog(self.catalog_path, create=create)
+
+    @contextmanager
+    def ingest_lock(self) -> Iterator[None]:
+        """Hold the library's writer lock, or raise LibraryBusyError at once.
+
+        A POSIX record lock (lockf): the kernel drops it when the process dies,
+        even by kill -9, and forked DataLoader workers do not inherit it.
+        """
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                raise LibraryBusyError(str(self.root)) from exc
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+class FileState(NamedTuple):
+    """What planning an ingest needs to know about a catalogued file."""
+
+    id: int
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    status: str
+    error: str | None
+    model_id: str | None
+    weights_hash: str | None
+
+
+@dataclass
+class Changes:
+    """One batch of catalogue writes, applied in one transaction.
+
+    upserts: whole rows (every column but id and seq), inserted or, for a path
+        already catalogued, replacing that row's values (its id is kept).
+    relocations: (id, {"path", "size", "mtime_ns"}) for a moved or touched file
+        whose caption is kept; a different row already at the new path is deleted.
+    deletes: ids of rows whose files are gone.
+    """
+
+    upserts: list[dict] = field(default_factory=list)
+    relocations: list[tuple[int, dict]] = field(default_factory=list)
+    deletes: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.relocations or self.deletes)
+
+
+@dataclass
+class Written:
+    rows: list[dict]  # every row written, as now stored (with id and seq)
+    deleted: list[int]  # ids removed
+
+
+def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Catalog:
+    """The SQLite catalogue (WAL mode: readers never wait for the writer)."""
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = path
+        self.engine = sa.create_engine(f"sqlite:///{path}")
+        sa.event.listen(self.engine, "connect", _on_connect)
+        sa.event.listen(self.engine, "begin", _on_begin)
+        if create:
+            self._create()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _create(self) -> None:
+        images_table.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            for key, value in (("next_seq", "1"), ("schema_version", str(SCHEMA_VERSION))):
+                conn.execute(sqlite_insert(meta_table).values(key=key, value=value)
+                             .on_conflict_do_nothing())
+
+    # -- reads -------------------------------------------------------------
+
+    def states(self) -> dict[str, FileState]:
+        """path -> FileState for every row."""
+        cols = [_T.c.path, *(getattr(_T.c, name) for name in FileState._fields)]
+        with self.engine.begin() as conn:
+            return {r[0]: FileState(*r[1:]) for r in conn.execute(sa.select(*cols))}
+
+    def live_seqs(self, ok_only: bool = False) -> dict[int, int]:
+        """seq -> id of every row (of every 'ok' row when ok_only)."""
+        query = sa.select(_T.c.seq, _T.c.id)
+        if ok_only:
+            query = query.where(_T.c.status == "ok")
+        with self.engine.begin() as conn:
+            return {seq: row_id for seq, row_id in conn.execute(query)}
+
+    def rows(self, ids: list[int] | None = None, batch: int = 1000) -> Iterator[dict]:
+        """Whole rows as dicts, ordered by id (only `ids` when given)."""
+        with self.engine.begin() as conn:
+            if ids is None:
+                result = conn.execution_options(yield_per=batch).execute(
+                    sa.select(_T).order_by(_T.c.id))
+                for row in result.mappings():
+                    yield dict(row)
+                return
+            for chunk in _chunks(sorted(ids)):
+                query = sa.select(_T).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
+                for row in conn.execute(query).mappings():
+                    yield dict(row)
+
+    def contents_by_hash(self, hashes: Iterable[str], columns: Sequence[str]) -> dict[str, dict]:
+        """sha256 -> `columns` of an 'ok' row with that content, for each hash catalogued."""
+        found: dict[str, dict] = {}
+        cols = [_T.c.sha256, *(getattr(_T.c, name) for name in columns)]
+        with self.engine.begin() as conn:
+            for chunk in _chunks(sorted(hashes)):
+                query = sa.select(*cols).where(_T.c.sha256.in_(chunk), _T.c.status == "ok")
+                for row in conn.execute(query).mappings():
+                    found.setdefault(row["sha256"], {name: row[name] for name in columns})
+        return found
+
+    def stats(self) -> dict:
+        """Counts for `capindex info`."""
+        with self.engine.begin() as conn:
+            total, ok, failed, last = conn.execute(sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(sa.case((_T.c.status == "ok", 1), else_=0)), 0),
+                sa.func.coalesce(sa.func.sum(sa.case((_T.c.status == "error", 1), else_=0)), 0),
+                sa.func.max(_T.c.ingested_at),
+            )).one()
+            models = conn.execute(
+                sa.select(_T.c.model_id, _T.c.weights_hash, sa.func.count())
+                .where(_T.c.status == "ok")
+                .group_by(_T.c.model_id, _T.c.weights_hash)
+                .order_by(sa.func.count().desc())
+            ).all()
+        return {
+            "images": total,
+            "ok": ok,
+            "failed": failed,
+            "last_ingest": last.isoformat(timespec="seconds") + "Z" if last else None,
+            "models": [{"model_id": m, "weights_hash": h, "images": n} for m, h, n in models],
+        }
+
+    def failures(self, limit: int = 10) -> list[tuple[str, str]]:
+        query = (sa.select(_T.c.path, _T.c.error).where(_T.c.status == "error")
+                 .order_by(_T.c.path).limit(limit))
+        with self.engine.begin() as conn:
+            return [tuple(r) for r in conn.execute(query)]
+
+    # -- writes ------------------------------------------------------------
+
+    def write(self, changes: Changes) -> Written:
+        """Apply `changes` in one transaction; every written row gets a fresh seq."""
+        written_ids: list[int] = []
+        deleted: list[int] = []
+        with self.engine.begin() as conn:
+            seq = int(conn.execute(sa.select(meta_table.c.value)
+                                   .where(meta_table.c.key == "next_seq")).scalar_one())
+            for row in changes.upserts:
+                stmt = sqlite_insert(_T).values(**row, seq=seq)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[_T.c.path],
+                    set_={name: stmt.excluded[name] for name in [*row, "seq"] if name != "path"},
+                ).returning(_T.c.id)
+                written_ids.append(conn.execute(stmt).scalar_one())
+                seq += 1
+            for row_id, fields in changes.relocations:
+                occupant = conn.execute(sa.select(_T.c.id).where(
+                    _T.c.path == fields["path"], _T.c.id != row_id)).scalar()
+                if occupant is not None:
+                    conn.execute(sa.delete(_T).where(_T.c.id == occupant))
+                    deleted.append(occupant)
+                conn.execute(sa.update(_T).where(_T.c.id == row_id).values(**fields, seq=seq))
+                written_ids.append(row_id)
+                seq += 1
+            for chunk in _chunks(list(changes.deletes)):
+                conn.execute(sa.delete(_T).where(_T.c.id.in_(chunk)))
+            deleted.extend(changes.deletes)
+            conn.execute(sa.update(meta_table).where(meta_table.c.key == "next_seq")
+                         .values(value=str(seq)))
+        gone = set(deleted)
+        rows = [r for r in self.rows(written_ids) if r["id"] not in gone] if written_ids else []
+        return Written(rows, deleted)
+
+
+def _on_connect(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's "begin" event emit BEGIN (the pysqlite recipe), so that
+    # reads get a consistent snapshot too; WAL lets search read while ingest writes.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # a kill -9 loses no committed transaction
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _on_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the form `ingested_at` is stored in."""
+    from datetime import timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,47 @@
+"""Stage 3: model-ready tensors -> captions, one `caption_batch` call per batch.
+
+The captioner is passed in (the CLI builds the real one; tests pass a fake):
+anything with `model_id`, `weights_hash`, `decoding` and
+`caption_batch(images (B, 3, 224, 224)) -> list of (text, score, tags)` will do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol
+
+import torch
+
+
+class CaptionLike(Protocol):
+    text: str
+    score: float
+    tags: list[tuple[str, float]]
+
+
+class CaptionerLike(Protocol):
+    model_id: str
+    weights_hash: str
+    decoding: dict
+
+    def caption_batch(self, images: torch.Tensor) -> list[CaptionLike]: ...
+
+
+def caption_images(captioner: CaptionerLike, images: torch.Tensor | None) -> list[dict]:
+    """images (B, 3, 224, 224) -> B dicts of the row's caption columns."""
+    if images is None:
+        return []
+    captions = captioner.caption_batch(images)
+    if len(captions) != len(images):
+        raise RuntimeError(f"the captioner returned {len(captions)} captions for {len(images)} images")
+    return [
+        {"caption": c.text, "caption_score": float(c.score),
+         "tags": [{"label": label, "prob": float(prob)} for label, prob in c.tags]}
+        for c in captions
+    ]
+
+
+def provenance(captioner: CaptionerLike) -> dict:
+    """The row's provenance columns for captions made by `captioner`."""
+    return {"model_id": captioner.model_id, "weights_hash": captioner.weights_hash,
+            "decoding": json.dumps(captioner.decoding, sort_keys=True)}

@@ -1,0 +1,188 @@
+"""Stage 2: files -> model-ready tensors, in DataLoader worker processes.
+
+Each file is read once. Its bytes are hashed (SHA-256), the header gives size,
+format and EXIF, and `capindex.model.preprocess.load_image` decodes the same
+bytes from memory (reduced-size JPEG decoding, EXIF orientation, any mode to
+RGB), so hashing and decoding overlap with the model running in the main
+process. A file whose content is already captioned (a moved file) is hashed but
+not decoded. A file that cannot be read becomes an item with `error` set; it
+never stops the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from capindex.errors import describe_failure
+from capindex.model.preprocess import load_image, to_tensor
+
+# EXIF tags (Pillow's ExifTags.Base / IFD numbers)
+_ORIENTATION, _MAKE, _MODEL = 0x0112, 0x010F, 0x0110
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x9003, 0x9004
+
+
+@dataclass
+class Decoded:
+    """What a worker learned about one file (the model input travels separately)."""
+
+    index: int  # position in the dataset's path list
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    reused: bool = False  # content already captioned: not decoded
+    meta: dict = field(default_factory=dict)  # width, height, format, EXIF fields
+    error: str | None = None
+    has_image: bool = False
+
+
+@dataclass
+class DecodedBatch:
+    items: list[Decoded]
+    images: torch.Tensor | None  # (n, 3, 224, 224) for the items with has_image, in order
+
+    def pin_memory(self) -> "DecodedBatch":  # called by DataLoader(pin_memory=True)
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
+
+def read_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and its stat, taken from the same open file."""
+    with open(path, "rb") as f:
+        return f.read(), os.fstat(f.fileno())
+
+
+class DecodeDataset(Dataset):
+    """paths[i] -> (Decoded, tensor (3, 224, 224) or None)."""
+
+    def __init__(self, paths: Sequence[str], reuse_hashes: frozenset[str] = frozenset(),
+                 read: Callable[[str], tuple[bytes, os.stat_result]] | None = None) -> None:
+        self.paths = list(paths)
+        self.reuse_hashes = reuse_hashes
+        self.read = read or read_file  # looked up now, so tests can patch the module's read_file
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Decoded, torch.Tensor | None]:
+        item = Decoded(index)
+        try:
+            data, info = self.read(self.paths[index])
+        except OSError as exc:
+            item.error = describe_failure(exc)
+            return item, None
+        item.size, item.mtime_ns = info.st_size, info.st_mtime_ns
+        item.sha256 = hashlib.sha256(data).hexdigest()
+        if not data:
+            item.error = "empty file"
+            return item, None
+        if item.sha256 in self.reuse_hashes:
+            item.reused = True
+            return item, None
+        try:
+            item.meta, tensor = decode_image(data)
+        except Exception as exc:  # Pillow raises many types for damaged files
+            item.error = describe_failure(exc)
+            return item, None
+        item.has_image = True
+        return item, tensor
+
+
+def decode_image(data: bytes) -> tuple[dict, torch.Tensor]:
+    """Image bytes -> (header metadata, model input (3, 224, 224)).
+
+    Pillow's DecompressionBombWarning (more than MAX_IMAGE_PIXELS) is an error here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as img:  # header only
+            meta = image_metadata(img)
+        tensor = to_tensor(load_image(io.BytesIO(data)))
+    return meta, tensor
+
+
+def image_metadata(img: Image.Image) -> dict:
+    """Size as displayed, format, and EXIF capture time, camera and GPS when present."""
+    width, height = img.size
+    meta = {"width": width, "height": height, "format": img.format, "taken_at": None,
+            "camera_make": None, "camera_model": None, "gps_lat": None, "gps_lon": None}
+    try:
+        exif = img.getexif()
+        if exif.get(_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90 degrees
+            meta["width"], meta["height"] = height, width
+        meta["camera_make"] = _text(exif.get(_MAKE))
+        meta["camera_model"] = _text(exif.get(_MODEL))
+        sub = exif.get_ifd(_EXIF_IFD)
+        meta["taken_at"] = _exif_time(sub.get(_DATETIME_ORIGINAL) or sub.get(_DATETIME_DIGITIZED))
+        gps = exif.get_ifd(_GPS_IFD)
+        meta["gps_lat"] = _degrees(gps.get(2), gps.get(1), 90)
+        meta["gps_lon"] = _degrees(gps.get(4), gps.get(3), 180)
+    except Exception:  # damaged EXIF costs the metadata, never the image
+        pass
+    return meta
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    return value.strip("\x00 ").strip() or None
+
+
+def _exif_time(value) -> datetime | None:
+    text = _text(value)
+    try:
+        return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S") if text else None
+    except ValueError:  # "0000:00:00 00:00:00" and other junk
+        return None
+
+
+def _degrees(dms, ref, limit: float) -> float | None:
+    try:
+        d, m, s = (float(x) for x in dms)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    value = d + m / 60 + s / 3600
+    if not 0 <= value <= limit:  # also rejects NaN from 0/0 rationals
+        return None
+    return -value if _text(ref) in ("S", "W") else value
+
+
+def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> DecodedBatch:
+    items = [item for item, _ in samples]
+    tensors = [t for _, t in samples if t is not None]
+    return DecodedBatch(items, torch.stack(tensors) if tensors else None)  # (n, 3, 224, 224)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process decides when to
+    # stop (after the batch it is writing), so workers ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(dataset: DecodeDataset, batch_size: int, workers: int,
+                pin_memory: bool = False) -> DataLoader:
+    """Batches of `DecodedBatch`, in order, decoded by `workers` processes (0: in-process)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=2 if workers else None,
+    )

@@ -1,0 +1,276 @@
+"""`capindex ingest`: discover -> decode -> caption -> write, incrementally.
+
+    plan = plan_ingest(catalogue, discover(paths))        # stat only, no file opened
+    for batch in DataLoader(DecodeDataset(plan.tasks)):    # workers: read, hash, decode
+        captions = caption_images(captioner, batch.images) # main process: the model
+        sinks.write(changes)                               # SQLite commit, Parquet, Whoosh
+
+What a re-run does with each file under the given paths:
+
+- same path, size and mtime as catalogued: unchanged, not opened (a failed file
+  is retried only with --retry-failed; a caption by another model is redone
+  only with --recaption);
+- otherwise it is read and hashed; when the content is already captioned (a
+  moved or renamed file, or a touched one) the existing row is moved to the
+  new path and keeps its caption, without decoding; else it is captioned;
+- a catalogued file no longer found is deleted from the catalogue and the index
+  (not after an interrupted run, and not under a directory that could not be listed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from capindex.indexer import SearchIndex
+from capindex.library import Changes, FileState, Library, utcnow
+from capindex.pipeline.caption import CaptionerLike, caption_images, provenance
+from capindex.pipeline.decode import Decoded, DecodeDataset, make_loader
+from capindex.pipeline.discover import Found, catalog_path, discover, is_under
+from capindex.pipeline.write import ParquetMirror, Sinks
+from capindex.schemas import COLUMN_NAMES
+
+# Columns a row copies from another row with the same content (a duplicate file).
+_CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
+                    "gps_lat", "gps_lon", "caption", "caption_score", "tags", "model_id",
+                    "weights_hash", "decoding")
+
+
+@dataclass
+class IngestOptions:
+    batch_size: int = 16
+    workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
+    exclude: Sequence[str] = ()
+    recaption: bool = False
+    retry_failed: bool = False
+    pin_memory: bool = False
+
+
+@dataclass
+class Summary:
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    recaptioned: int = 0
+    retried: int = 0  # previously failed files that now worked
+    deleted: int = 0
+    failed: int = 0  # files (or folders) that could not be read in this run
+    previously_failed: int = 0  # failed before, unchanged, not retried
+    other_model: int = 0  # unchanged, captioned by another model, not recaptioned
+    captioned: int = 0  # images that went through the model
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+class Events:
+    """What ingest tells its caller as it goes; the CLI draws a progress bar. Defaults: silence."""
+
+    def start(self, total: int) -> None:
+        """`total` files will be read (the rest are unchanged)."""
+
+    def advance(self, count: int) -> None:
+        """`count` more files are done."""
+
+    def skipped(self, path: str, reason: str) -> None:
+        """A file (or a directory) could not be used."""
+
+    def finish(self) -> None:
+        """No more progress."""
+
+
+@dataclass
+class Task:
+    found: Found
+    reason: str  # new | changed | recaption | retry
+    old: FileState | None = None
+
+
+@dataclass
+class Plan:
+    tasks: list[Task] = field(default_factory=list)
+    failures: list[Found] = field(default_factory=list)  # discovery errors to record
+    orphans: dict[str, FileState] = field(default_factory=dict)  # catalogued, not found now
+    reuse_hashes: frozenset[str] = frozenset()
+    summary: Summary = field(default_factory=Summary)
+
+
+def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Sequence[str],
+                model: tuple[str, str], options: IngestOptions, events: Events) -> Plan:
+    """Sort what discovery found into tasks, using only the catalogue and stat()."""
+    plan = Plan()
+    summary = plan.summary
+    seen: set[str] = set()
+    unlisted: list[str] = []  # directories that could not be read
+    for entry in found:
+        if entry.is_dir:
+            events.skipped(entry.key, entry.error)
+            unlisted.append(entry.key)
+            summary.failed += 1
+            continue
+        seen.add(entry.key)
+        old = states.get(entry.key)
+        if entry.error:
+            if old and old.status == "error" and old.error == entry.error and not options.retry_failed:
+                summary.previously_failed += 1
+            else:
+                plan.failures.append(entry)
+            continue
+        if old is None or (old.size, old.mtime_ns) != (entry.size, entry.mtime_ns):
+            plan.tasks.append(Task(entry, "changed" if old else "new", old))
+        elif old.status != "ok":
+            if options.retry_failed:
+                plan.tasks.append(Task(entry, "retry", old))
+            else:
+                summary.previously_failed += 1
+        elif (old.model_id, old.weights_hash) != model:
+            if options.recaption:
+                plan.tasks.append(Task(entry, "recaption", old))
+            else:
+                summary.other_model += 1
+                summary.unchanged += 1
+        else:
+            summary.unchanged += 1
+    root_keys = [catalog_path(os.path.abspath(r)) for r in roots]
+    plan.orphans = {
+        key: state for key, state in states.items()
+        if key not in seen and any(is_under(key, r) for r in root_keys)
+        and not any(is_under(key, d) for d in unlisted)
+    }
+
+    def reusable(state: FileState | None) -> bool:
+        return bool(state and state.status == "ok" and state.sha256
+                    and (not options.recaption or (state.model_id, state.weights_hash) == model))
+
+    plan.reuse_hashes = frozenset(
+        [s.sha256 for s in plan.orphans.values() if reusable(s)]
+        + [t.old.sha256 for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
+    )
+    return plan
+
+
+def ingest(library: Library, roots: Sequence[str], captioner: CaptionerLike,
+           options: IngestOptions | None = None, events: Events | None = None,
+           should_stop: Callable[[], bool] = lambda: False) -> Summary:
+    """Bring the library up to date with the image files under `roots`.
+
+    `should_stop` is polled after each batch is written; when it returns True
+    the run ends early (summary.interrupted) with everything so far saved.
+    Raises LibraryBusyError when another ingest holds the library.
+    """
+    options = options or IngestOptions()
+    events = events or Events()
+    started = time.monotonic()
+    with library.ingest_lock():
+        catalog = library.open_catalog(create=True)
+        try:
+            mirror = ParquetMirror(library.parquet_dir)
+            index = SearchIndex(library.index_dir)
+            # Repair whatever a killed run left behind, before anything new.
+            mirror.reconcile(catalog)
+            index.reconcile(catalog)
+            model = (captioner.model_id, captioner.weights_hash)
+            plan = plan_ingest(catalog.states(), discover(roots, options.exclude), roots,
+                               model, options, events)
+            sinks = Sinks(catalog, mirror, index)
+            try:
+                _run(plan, captioner, catalog, sinks, options, events, should_stop)
+            except BaseException:
+                sinks.abandon()
+                raise
+            sinks.close()
+            mirror.reconcile(catalog)  # drop rows this run superseded or deleted
+        finally:
+            events.finish()
+            catalog.close()
+    plan.summary.seconds = time.monotonic() - started
+    return plan.summary
+
+
+def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: IngestOptions,
+         events: Events, should_stop: Callable[[], bool]) -> None:
+    summary = plan.summary
+    made_by = provenance(captioner)
+    failures = Changes()
+    for entry in plan.failures:
+        events.skipped(entry.key, entry.error)
+        failures.upserts.append(_error_row(entry, entry.error))
+        summary.failed += 1
+    sinks.write(failures)
+
+    orphans_by_hash: dict[str, list[FileState]] = defaultdict(list)
+    for state in plan.orphans.values():
+        if state.sha256 in plan.reuse_hashes:
+            orphans_by_hash[state.sha256].append(state)
+    claimed: set[int] = set()
+    # What reused content looked like before this run changed any row.
+    contents = catalog.contents_by_hash(plan.reuse_hashes, _CONTENT_COLUMNS)
+
+    events.start(len(plan.tasks))
+    if plan.tasks:
+        dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
+        loader = make_loader(dataset, options.batch_size, options.workers, options.pin_memory)
+        for batch in loader:
+            captions = iter(caption_images(captioner, batch.images))
+            summary.captioned += 0 if batch.images is None else len(batch.images)
+            changes = Changes()
+            for item in batch.items:
+                task = plan.tasks[item.index]
+                key = task.found.key
+                if item.error:
+                    events.skipped(key, item.error)
+                    changes.upserts.append(_error_row(task.found, item.error, item))
+                    summary.failed += 1
+                elif item.reused:
+                    file_fields = {"path": key, "size": item.size, "mtime_ns": item.mtime_ns}
+                    candidates = orphans_by_hash.get(item.sha256)
+                    if task.old and task.old.sha256 == item.sha256:  # touched, same content
+                        changes.relocations.append((task.old.id, file_fields))
+                        summary.unchanged += 1
+                    elif candidates:  # moved or renamed: the row follows the file
+                        source = candidates.pop()
+                        claimed.add(source.id)
+                        changes.relocations.append((source.id, file_fields))
+                        summary.moved += 1
+                    else:  # content captioned before under another path (files swapped...)
+                        row = _blank_row(task.found, item)
+                        row.update(contents[item.sha256], status="ok")
+                        changes.upserts.append(row)
+                        _count(summary, task.reason)
+                else:
+                    row = _blank_row(task.found, item)
+                    row.update(item.meta, **next(captions), **made_by, status="ok")
+                    changes.upserts.append(row)
+                    _count(summary, task.reason)
+            sinks.write(changes)
+            events.advance(len(batch.items))
+            if should_stop():
+                summary.interrupted = True
+                return
+    gone = [s.id for s in plan.orphans.values() if s.id not in claimed]
+    sinks.write(Changes(deletes=gone))
+    summary.deleted = len(gone)
+
+
+def _count(summary: Summary, reason: str) -> None:
+    attribute = {"new": "new", "changed": "changed", "recaption": "recaptioned",
+                 "retry": "retried"}[reason]
+    setattr(summary, attribute, getattr(summary, attribute) + 1)
+
+
+def _blank_row(found: Found, item: Decoded | None = None) -> dict:
+    """A row with the file's columns filled in (from the read when there was one)."""
+    row = dict.fromkeys(name for name in COLUMN_NAMES if name not in ("id", "seq"))
+    row.update(path=found.key, size=found.size, mtime_ns=found.mtime_ns, ingested_at=utcnow())
+    if item is not None and item.size is not None:
+        row.update(size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256)
+    return row
+
+
+def _error_row(found: Found, reason: str, item: Decoded | None = None) -> dict:
+    row = _blank_row(found, item)
+    row.update(status="error", error=reason)
+    return row

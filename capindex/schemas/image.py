@@ -1,0 +1,137 @@
+"""The image row, declared once.
+
+`COLUMNS` is the single definition. The SQLAlchemy table (`images_table`, mapped
+by `ImageRecord`) and the Arrow schema (`ARROW_SCHEMA`, used by the Parquet
+mirror and by `capindex export`) are both derived from it, so the catalogue,
+the Parquet files and every export always carry the same columns in the same
+order. docs/architecture.md documents each column; a test keeps the two in step.
+
+A row in Python is a plain dict keyed by column name, with these values:
+int, float, str, `datetime` (naive, see the column docs), and for `tags` a list
+of `{"label": str, "prob": float}` dicts. `None` where a value is absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase
+
+# Bump when COLUMNS change; Parquet parts written with another version are rebuilt.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # a key of KINDS
+    doc: str
+    nullable: bool = True
+
+
+# kind -> (SQLAlchemy type, Arrow type)
+KINDS: dict[str, tuple[Any, pa.DataType]] = {
+    "int": (sa.Integer(), pa.int64()),
+    "float": (sa.Float(), pa.float64()),
+    "text": (sa.Text(), pa.string()),
+    "datetime": (sa.DateTime(), pa.timestamp("us")),
+    "tags": (
+        sa.JSON(none_as_null=True),
+        pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())])),
+    ),
+}
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", "int", "Row id, assigned once and never reused; kept when a file moves.", False),
+    Column("seq", "int", "Change number: a fresh, library-wide unique value each time the row "
+           "is written. The Parquet mirror and the search index are reconciled on it.", False),
+    Column("path", "text", "Absolute path of the file; bytes of the name that are not UTF-8 "
+           "are written as `\\xNN`.", False),
+    Column("size", "int", "File size in bytes."),
+    Column("mtime_ns", "int", "File modification time, nanoseconds since the Unix epoch."),
+    Column("sha256", "text", "SHA-256 of the file's bytes (hex); recognises moved files."),
+    Column("width", "int", "Width in pixels as displayed (after EXIF orientation)."),
+    Column("height", "int", "Height in pixels as displayed (after EXIF orientation)."),
+    Column("format", "text", "Image format as Pillow names it: JPEG, PNG, GIF, WEBP, ..."),
+    Column("caption", "text", "The generated caption."),
+    Column("caption_score", "float", "Mean token log-probability of the caption "
+           "(closer to 0 is surer)."),
+    Column("tags", "tags", "Top ImageNet labels of the encoder's classifier, each "
+           "{label, prob}, most probable first."),
+    Column("taken_at", "datetime", "EXIF DateTimeOriginal, camera local time as recorded."),
+    Column("camera_make", "text", "EXIF Make."),
+    Column("camera_model", "text", "EXIF Model."),
+    Column("gps_lat", "float", "EXIF GPS latitude, decimal degrees (south negative)."),
+    Column("gps_lon", "float", "EXIF GPS longitude, decimal degrees (west negative)."),
+    Column("model_id", "text", "Id of the captioning model that wrote the caption."),
+    Column("weights_hash", "text", "SHA-256 of that model's checkpoint file."),
+    Column("decoding", "text", "Decoding settings as a JSON object, e.g. "
+           "{\"beam_size\": 3, \"max_len\": 20, \"method\": \"beam\"}."),
+    Column("ingested_at", "datetime", "When the image was captioned (or failed), UTC.", False),
+    Column("status", "text", "'ok', or 'error' when the file could not be read.", False),
+    Column("error", "text", "Why the file could not be read (status 'error' only)."),
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _sql_column(column: Column) -> sa.Column:
+    sql_type = KINDS[column.kind][0]
+    if column.name == "id":
+        return sa.Column("id", sql_type, primary_key=True, autoincrement=True, comment=column.doc)
+    return sa.Column(column.name, sql_type, nullable=column.nullable, comment=column.doc)
+
+
+images_table = sa.Table(
+    "images",
+    Base.metadata,
+    *(_sql_column(c) for c in COLUMNS),
+    sa.Index("ix_images_path", "path", unique=True),
+    sa.Index("ix_images_sha256", "sha256"),
+    sa.Index("ix_images_seq", "seq", unique=True),
+    sqlite_autoincrement=True,  # ids are never reused, even after deletes
+)
+
+# Library bookkeeping: the seq counter and the schema version.
+meta_table = sa.Table(
+    "meta",
+    Base.metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class ImageRecord(Base):
+    """ORM view of one row of `images`, for code that prefers objects to dicts."""
+
+    __table__ = images_table
+
+
+ARROW_SCHEMA = pa.schema(
+    [pa.field(c.name, KINDS[c.kind][1], nullable=c.nullable) for c in COLUMNS],
+    metadata={"capindex.schema_version": str(SCHEMA_VERSION)},
+)
+
+
+def to_arrow(rows: Iterable[dict]) -> pa.Table:
+    """Row dicts -> an Arrow table with exactly ARROW_SCHEMA."""
+    rows = list(rows)
+    return pa.Table.from_pydict(
+        {name: [row.get(name) for row in rows] for name in COLUMN_NAMES}, schema=ARROW_SCHEMA
+    )
+
+
+def columns_markdown() -> str:
+    """The column table of docs/architecture.md (a test keeps the two identical)."""
+    lines = ["| column | type | meaning |", "| --- | --- | --- |"]
+    for c in COLUMNS:
+        required = "" if c.nullable else ", never null"
+        lines.append(f"| `{c.name}` | `{KINDS[c.kind][1]}`{required} | {c.doc} |")
+    return "\n".join(lines)
