@@ -50,8 +50,8 @@ def _make_dataset(root, split_files=True):
 
 def test_tiny_training_run_learns_and_memorises(tmp_path):
     data = read_dataset(_make_dataset(tmp_path / "tiny"))
-    config = TrainConfig(cell="gru", epochs=60, batch_size=4, lr=3e-3, patience=60, min_count=1,
-                         attention_reg=0.0, model=TINY)
+    config = TrainConfig(cell="gru", epochs=60, batch_size=4, lr=3e-3, lr_decay=1.0, patience=60,
+                         min_count=1, attention_reg=0.0, model=TINY)
     out = tmp_path / "model.pt"
     result = train([data], out, config, tmp_path / "cache", tmp_path / "work", log=lambda m: None)
     losses = [h["train_loss"] for h in result["history"]]

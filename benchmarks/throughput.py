@@ -1,0 +1,690 @@
+#!/usr/bin/env python
+"""How fast `capindex ingest` and `capindex search` are on this machine.
+
+    python benchmarks/throughput.py                   # defaults: a few minutes on 2 cores
+    python benchmarks/throughput.py --quick           # seconds: a smoke test (tests/test_benchmarks.py)
+    python benchmarks/throughput.py --images 500 --memory-sizes 300,3000 --out results.json
+
+It makes its own JPEGs (see `make_sets`): `small`, about 500x375 like web photos,
+and `large`, 4000x3000 (12 MP) like a camera's, with real texture (crops of
+sample_images/ plus sensor-like noise) so that file sizes and decode work are
+realistic. On the same images, in one run, it measures:
+
+- decode:  files -> model-ready tensors through the pipeline's own decode stage
+           (DecodeDataset + make_loader, the ingest settings), images/s;
+- model:   Captioner.caption_batch on tensors already in memory, same batch size;
+- ingest:  the real `capindex ingest` into a fresh library, in a subprocess:
+           images/s over the run (from its summary) and the whole process's wall
+           time, peak RSS of the process tree (main process and decode workers);
+- memory:  peak RSS of `capindex ingest` at two sizes (--memory-sizes), which
+           should not grow with the number of images;
+- search:  a Whoosh index of --search-docs generated captions built through
+           capindex.indexer.SearchIndex as ingest feeds it (docs/s), then
+           --queries queries through SearchIndex.search (p50/p95 ms).
+
+Prints a table (stdout) and writes JSON (--out). Progress goes to stderr.
+The machine's description includes the load average at the start and the end:
+numbers taken while something else ran are not comparable with a quiet run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_images"
+SETS = {"small": (500, 375), "large": (4000, 3000)}
+DATA_VERSION = 1  # bump when the generated images change (a --data-dir is then remade)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the machine -----------------------------------------------------------------
+
+def machine_info() -> dict:
+    import PIL
+    import torch
+    from PIL import features
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
+               "cuda": torch.version.cuda}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": memory_gb,
+        "gpu": gpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "pillow": PIL.__version__,
+        "libjpeg_turbo": bool(features.check_feature("libjpeg_turbo")),
+        "load_average_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# -- the images ------------------------------------------------------------------
+
+def _texture(rng: random.Random, size: tuple[int, int], sources: list) -> "Image.Image":
+    """A jittered crop of a sample photo, resized to `size` (width, height)."""
+    from PIL import Image, ImageOps
+
+    src = sources[rng.randrange(len(sources))]
+    w, h = src.size
+    cw, ch = int(w * rng.uniform(0.45, 0.95)), int(h * rng.uniform(0.45, 0.95))
+    x, y = rng.randrange(w - cw + 1), rng.randrange(h - ch + 1)
+    img = src.crop((x, y, x + cw, y + ch))
+    if rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    resample = Image.Resampling.BICUBIC if size[0] <= 1000 else Image.Resampling.BILINEAR
+    return img.resize(size, resample)
+
+
+def _add_noise(img, np_rng, sigma: float, noise_field=None):
+    """Sensor-like noise, so that JPEG sizes are those of real photos, not of smooth upscales."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(img, dtype=np.int16)
+    if noise_field is None:
+        noise = np_rng.normal(0, sigma, size=pixels.shape[:2] + (1,)).astype(np.int16)
+    else:  # a shared field, shifted: generating 12 MP of fresh noise per image is slow
+        dy, dx = (int(v) for v in np_rng.integers(0, 64, size=2))
+        noise = np.roll(noise_field, (dy, dx), axis=(0, 1))
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+def _camera_exif(index: int):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "BenchCam"  # Make
+    exif[0x0110] = "Model 12"  # Model
+    exif[0x0112] = 1  # Orientation: upright
+    exif.get_ifd(0x8769)[0x9003] = f"2024:06:{1 + index % 28:02d} 12:{index % 60:02d}:00"
+    return exif
+
+
+def _with_comment(jpeg: bytes, text: str) -> bytes:
+    """The same JPEG with a COM segment after SOI: same pixels, different bytes (and hash)."""
+    payload = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def make_set(directory: Path, name: str, count: int, seed: int = 0) -> list[Path]:
+    """`count` JPEGs of set `name` in `directory` (reused when already there)."""
+    import numpy as np
+    from PIL import Image
+
+    manifest = directory / "manifest.json"
+    want = {"version": DATA_VERSION, "set": name, "count": count, "seed": seed}
+    paths = [directory / f"{name}_{i:05d}.jpg" for i in range(count)]
+    if manifest.is_file() and json.loads(manifest.read_text()) == want \
+            and all(p.is_file() for p in paths):
+        return paths
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    sources = [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*.jpg"))]
+    rng = random.Random(f"{name}-{seed}")
+    np_rng = np.random.default_rng(seed)
+    size = SETS[name]
+    started = time.monotonic()
+    if name == "small":
+        for i, path in enumerate(paths):
+            img = _add_noise(_texture(rng, size, sources), np_rng, sigma=3.0)
+            img.save(path, "JPEG", quality=rng.choice([85, 90, 95]))
+    else:
+        # Distinct 12 MP frames are slow to make (~0.5 s each); the set cycles through
+        # a pool of them, each file made unique by a JPEG comment (decode work is the same).
+        pool = min(count, 16)
+        field = np_rng.normal(0, 5.0, size=(size[1], size[0], 1)).astype(np.int16)
+        frames = []
+        for i in range(pool):
+            img = _add_noise(_texture(rng, size, sources), np_rng, 5.0, noise_field=field)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=92, exif=_camera_exif(i))
+            frames.append(buf.getvalue())
+        for i, path in enumerate(paths):
+            path.write_bytes(_with_comment(frames[i % pool], f"capindex benchmark image {i}"))
+    manifest.write_text(json.dumps(want))
+    log(f"made {count} {name} images in {directory} ({time.monotonic() - started:.1f} s)")
+    return paths
+
+
+def describe_set(paths: list[Path]) -> dict:
+    from PIL import Image
+
+    sizes = [p.stat().st_size for p in paths]
+    with Image.open(paths[0]) as img:
+        width, height = img.size
+    return {"images": len(paths), "width": width, "height": height,
+            "mean_file_kb": round(statistics.fmean(sizes) / 1024, 1),
+            "total_mb": round(sum(sizes) / 2**20, 1)}
+
+
+def linked_subset(paths: list[Path], directory: Path) -> Path:
+    """A folder holding `paths` (hard links; copies where links are not possible)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    for path in paths:
+        try:
+            os.link(path, directory / path.name)
+        except OSError:
+            shutil.copyfile(path, directory / path.name)
+    return directory
+
+
+# -- decode and model, in this process -------------------------------------------
+
+def measure_decode(paths: list[Path], batch_size: int, workers: int, keep: int = 0):
+    """Files -> model-ready tensors through the pipeline's decode stage; returns (result, tensors)."""
+    import torch
+
+    from capindex.pipeline.decode import DecodeDataset, make_loader
+
+    dataset = DecodeDataset([str(p) for p in paths])
+    kept: list[torch.Tensor] = []
+    failed = 0
+    started = time.perf_counter()
+    loader = make_loader(dataset, batch_size, workers)
+    for batch in loader:
+        failed += sum(1 for item in batch.items if item.error)
+        if batch.images is not None and len(kept) < keep:
+            kept.extend(batch.images[: keep - len(kept)].clone())
+    seconds = time.perf_counter() - started
+    return {"images_per_s": round(len(paths) / seconds, 2), "seconds": round(seconds, 3),
+            "workers": workers, "failed": failed}, kept
+
+
+def measure_model(captioner, tensors: list, batch_size: int) -> dict:
+    """Captioner.caption_batch on in-memory tensors (one untimed warm-up batch first)."""
+    import torch
+
+    batches = [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    captioner.caption_batch(batches[0])
+    started = time.perf_counter()
+    for batch in batches:
+        captioner.caption_batch(batch)
+    seconds = time.perf_counter() - started
+    return {"images_per_s": round(len(tensors) / seconds, 2), "seconds": round(seconds, 3),
+            "images": len(tensors)}
+
+
+# -- full ingest, in a subprocess -------------------------------------------------
+
+class TreeMemory(threading.Thread):
+    """Polls /proc for the peak RSS and PSS summed over a process and its descendants."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak_rss = self.peak_pss = self.peak_processes = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            rss = pss = 0
+            tree = self._tree()
+            for pid in tree:
+                rss += _proc_kb(f"/proc/{pid}/status", "VmRSS:")
+                pss += _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self.peak_processes = max(self.peak_processes, len(tree))
+            self.stop.wait(self.interval)
+
+    def _tree(self) -> list[int]:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        tree, frontier = [], [self.pid]
+        while frontier:
+            pid = frontier.pop()
+            tree.append(pid)
+            frontier.extend(child for child, parent in parents.items() if parent == pid)
+        return tree
+
+
+def _proc_kb(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+_SUMMARY = re.compile(r"(\d+) captioned in ([\d.]+) s")
+
+
+def capindex_command() -> list[str]:
+    """The `capindex` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("capindex")
+    if script.is_file():
+        return [sys.executable, str(script)]
+    return [sys.executable, "-c", "import sys; from capindex.cli import main; sys.exit(main())"]
+
+
+def run_ingest(folder: Path, library: Path, args, profile: Path | None = None) -> dict:
+    """`capindex ingest FOLDER` into a fresh `library`; time, rate and peak memory."""
+    if library.exists():
+        shutil.rmtree(library)
+    command = capindex_command()
+    if profile is not None:
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]]
+    command += ["--library", str(library), "ingest", str(folder),
+                "--batch-size", str(args.batch_size), "--device", args.device]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    if args.model:
+        command += ["--model", str(args.model)]
+    stderr = tempfile.TemporaryFile()
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    memory = TreeMemory(proc.pid)
+    memory.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    memory.stop.set()
+    memory.join()
+    stderr.seek(0)
+    text = stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"capindex ingest exited {proc.returncode}:\n{text[-3000:]}")
+    found = _SUMMARY.search(text)
+    if not found:
+        raise RuntimeError(f"no summary in the output of capindex ingest:\n{text[-3000:]}")
+    captioned, seconds = int(found.group(1)), float(found.group(2))
+    return {
+        "images_per_s": round(captioned / seconds, 2) if seconds else None,
+        "seconds": seconds,  # the run itself: discover .. last write (model already loaded)
+        "wall_seconds": round(wall, 3),  # the whole process: start-up and model loading too
+        "wall_images_per_s": round(captioned / wall, 2),
+        "captioned": captioned,
+        # ru_maxrss: the largest single process (main or a decode worker), KiB on Linux
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # summed over the process tree, sampled every 50 ms
+        "tree_peak_rss_mb": round(memory.peak_rss / 1024, 1),
+        "tree_peak_pss_mb": round(memory.peak_pss / 1024, 1) if memory.peak_pss else None,
+        "processes": memory.peak_processes,
+    }
+
+
+# -- search --------------------------------------------------------------------
+
+_SUBJECTS = ["man", "woman", "dog", "child", "boy", "girl", "people", "group of people",
+             "black dog", "brown dog", "white dog", "cat", "bird", "horse", "cyclist", "skier",
+             "surfer", "climber", "player", "crowd", "baby", "couple", "cow", "sheep", "car",
+             "truck", "bus", "train", "boat", "plane", "rocket", "astronaut", "cup of coffee",
+             "old camera", "motorbike", "snowboarder", "swimmer", "runner", "puppy", "kitten"]
+_ADJECTIVES = ["young", "little", "old", "smiling", "small", "large", "red", "blue", "green",
+               "yellow", "black", "white", "brown", "wet", "happy", "tall"]
+_VERBS = ["runs", "jumps", "sits", "stands", "walks", "plays", "rides", "climbs", "swims",
+          "looks", "lies", "waits", "smiles", "poses", "races", "flies", "drives", "holds"]
+_PLACES = ["on the grass", "on a beach", "in the water", "in the snow", "on the street",
+           "in a field", "on a rock", "in front of a building", "near a lake", "in the park",
+           "on a bench", "down a hill", "on a table", "in the sky", "on the road",
+           "in a kitchen", "at night", "under a tree", "by the sea", "in the mountains"]
+_WITH = ["", "", "", " with a ball", " with a stick", " in a red shirt", " with a frisbee",
+         " wearing a hat", " with sunglasses", " next to a fence", " holding a flag"]
+
+
+def _zipf(rng: random.Random, words: list[str]) -> str:
+    return rng.choices(words, weights=[1 / (i + 1) for i in range(len(words))])[0]
+
+
+def make_caption(rng: random.Random) -> str:
+    adjective = _zipf(rng, _ADJECTIVES) + " " if rng.random() < 0.5 else ""
+    return (f"a {adjective}{_zipf(rng, _SUBJECTS)} {_zipf(rng, _VERBS)} "
+            f"{_zipf(rng, _PLACES)}{_zipf(rng, _WITH)}")
+
+
+def make_query(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.4:
+        return _zipf(rng, _SUBJECTS).split()[-1]
+    if kind < 0.8:
+        return f"{_zipf(rng, _SUBJECTS).split()[-1]} {_zipf(rng, _PLACES).split()[-1]}"
+    return f"{_zipf(rng, _SUBJECTS)} {_zipf(rng, _PLACES)}"
+
+
+def measure_search(directory: Path, documents: int, queries: int, batch: int) -> dict:
+    """Index `documents` generated rows through SearchIndex as ingest does, then query it."""
+    from capindex.indexer import SearchIndex
+    from capindex.model.encoder import imagenet_labels
+
+    rng = random.Random(1)
+    labels = imagenet_labels()
+    if directory.exists():
+        shutil.rmtree(directory)
+    index = SearchIndex(directory)
+    rows = []
+    for i in range(documents):
+        rows.append({"id": i + 1, "seq": i + 1, "status": "ok",
+                     "path": f"/photos/{2010 + i % 15}/{rng.choice(['IMG', 'DSC', 'PXL'])}_{i:06d}.jpg",
+                     "caption": make_caption(rng),
+                     "tags": [{"label": rng.choice(labels), "prob": 0.1} for _ in range(5)]})
+    started = time.perf_counter()
+    for start in range(0, documents, batch):  # as ingest feeds it: one update per batch
+        index.update(rows[start:start + batch])
+    index.flush()
+    index_seconds = time.perf_counter() - started
+    del rows
+
+    texts = [make_query(rng) for _ in range(queries)]
+    index.search(texts[0])  # warm the OS cache and Python's imports
+    times, hits = [], 0
+    for text in texts:
+        t = time.perf_counter()
+        hits += bool(index.search(text, limit=10))
+        times.append(time.perf_counter() - t)
+    times.sort()
+    ms = [t * 1000 for t in times]
+    return {
+        "documents": documents,
+        "index_seconds": round(index_seconds, 2),
+        "docs_per_s": round(documents / index_seconds, 1),
+        "update_batch": batch,
+        "segments": _segment_count(directory),
+        "index_mb": round(sum(p.stat().st_size for p in directory.iterdir()) / 2**20, 1),
+        "queries": queries,
+        "queries_with_hits": hits,
+        "p50_ms": round(_percentile(ms, 50), 2),
+        "p95_ms": round(_percentile(ms, 95), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+        "max_ms": round(ms[-1], 2),
+    }
+
+
+def _segment_count(directory: Path) -> int:
+    from whoosh import index as whoosh_index
+
+    return len(whoosh_index.open_dir(str(directory)).reader().leaf_readers()) \
+        if whoosh_index.exists_in(str(directory)) else 0
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+# -- the run -------------------------------------------------------------------
+
+TARGETS = {
+    "small_ingest_vs_model": 0.85,
+    "large_ingest_vs_model": 0.85,
+    "large_vs_small_ingest": 0.80,
+    "search_p95_ms": 50.0,  # at most
+    "search_docs_per_s": 2000.0,
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Benchmark capindex ingest (decode, model, full run, memory) and search.",
+        epilog="Example: python benchmarks/throughput.py --images 300 --out results.json")
+    parser.add_argument("--images", type=int, default=200, help="images per set (default 200)")
+    parser.add_argument("--sets", default="small,large",
+                        help="comma-separated image sets: small (500x375), large (4000x3000)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decode worker processes (default: what capindex ingest picks)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for model-only (default: what capindex ingest uses)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--model", type=Path, default=None,
+                        help="checkpoint (default: the model shipped with capindex)")
+    parser.add_argument("--memory-sizes", default="100,300",
+                        help="image counts for the peak-memory scaling runs, e.g. 300,3000; "
+                             "'' skips them (default 100,300)")
+    parser.add_argument("--search-docs", type=int, default=100_000,
+                        help="captions in the search index (default 100000; 0 skips search)")
+    parser.add_argument("--queries", type=int, default=1000, help="search queries to time")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep the generated images here and reuse them next time "
+                             "(default: a temporary folder, removed at the end)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also write a cProfile of each full ingest's main process here")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run (4 images a set, 500 search documents) to check "
+                             "that everything works; its numbers mean nothing")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images = min(args.images, 4)
+        args.batch_size = min(args.batch_size, 4)
+        args.search_docs = min(args.search_docs, 500)
+        args.queries = min(args.queries, 20)
+        args.memory_sizes = "2,4"
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for name in args.sets:
+        if name not in SETS:
+            parser.error(f"unknown set {name!r}; choose from {', '.join(SETS)}")
+    try:
+        args.memory_sizes = sorted({int(s) for s in args.memory_sizes.split(",") if s.strip()})
+    except ValueError:
+        parser.error("--memory-sizes takes image counts such as 300,3000")
+    if args.images < 1:
+        parser.error("--images must be at least 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started = time.monotonic()
+    import torch
+
+    from capindex.cli import _default_workers
+    from capindex.model.captioner import Captioner
+
+    workers = _default_workers() if args.workers is None else args.workers
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict = {
+        "benchmark": "capindex-throughput",
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": {"images": args.images, "sets": args.sets, "batch_size": args.batch_size,
+                     "workers": workers, "device": args.device, "quick": args.quick},
+        "sets": {},
+        "ratios": {},
+        "memory": None,
+        "search": None,
+    }
+    temp = Path(tempfile.mkdtemp(prefix="capindex-bench-"))
+    data_dir = args.data_dir or temp / "data"
+    try:
+        log("loading the model")
+        captioner = Captioner.load(args.model, device=args.device)
+        results["settings"].update(model_id=captioner.model_id, decoding=captioner.decoding,
+                                   model_device=str(captioner.device),
+                                   torch_threads=torch.get_num_threads())
+        for name in args.sets:
+            paths = make_set(data_dir / name, name, args.images)
+            entry = describe_set(paths)
+            log(f"{name}: decode ({workers} workers)")
+            entry["decode"], tensors = measure_decode(paths, args.batch_size, workers,
+                                                      keep=min(len(paths), 1024))
+            log(f"{name}: model only ({len(tensors)} images)")
+            entry["model"] = measure_model(captioner, tensors, args.batch_size)
+            del tensors
+            log(f"{name}: capindex ingest")
+            profile = None
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profile = args.profile / f"ingest-{name}.prof"
+            entry["ingest"] = run_ingest(data_dir / name, temp / f"library-{name}", args, profile)
+            entry["ingest_vs_model"] = round(entry["ingest"]["images_per_s"]
+                                             / entry["model"]["images_per_s"], 3)
+            results["sets"][name] = entry
+            log(f"{name}: decode {entry['decode']['images_per_s']}/s, model "
+                f"{entry['model']['images_per_s']}/s, ingest {entry['ingest']['images_per_s']}/s")
+        sets = results["sets"]
+        for name, entry in sets.items():
+            results["ratios"][f"{name}_ingest_vs_model"] = entry["ingest_vs_model"]
+        if "small" in sets and "large" in sets:
+            for stage in ("decode", "model", "ingest"):
+                results["ratios"][f"large_vs_small_{stage}"] = round(
+                    sets["large"][stage]["images_per_s"] / sets["small"][stage]["images_per_s"], 3)
+
+        if args.memory_sizes:
+            results["memory"] = measure_memory(args, data_dir, temp)
+        if args.search_docs:
+            log(f"search: indexing {args.search_docs} captions")
+            results["search"] = measure_search(temp / "search-index", args.search_docs,
+                                               args.queries, args.batch_size)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    results["machine"]["load_average_end"] = _loadavg()
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    results["targets"] = check_targets(results)
+    print(format_table(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        log(f"wrote {args.out}")
+    return results
+
+
+def measure_memory(args, data_dir: Path, temp: Path) -> dict:
+    """Peak memory of `capindex ingest` of small images at each of --memory-sizes."""
+    largest = max(args.memory_sizes)
+    pool = make_set(data_dir / "memory", "small", largest, seed=1)
+    runs = []
+    for count in args.memory_sizes:
+        log(f"memory: capindex ingest of {count} small images")
+        folder = linked_subset(pool[:count], temp / f"memory-{count}")
+        run = run_ingest(folder, temp / f"library-memory-{count}", args)
+        runs.append({"images": count, **{k: run[k] for k in (
+            "images_per_s", "seconds", "peak_rss_mb", "tree_peak_rss_mb", "tree_peak_pss_mb")}})
+        shutil.rmtree(folder)
+    first, last = runs[0], runs[-1]
+    return {
+        "runs": runs,
+        "peak_rss_growth_mb": round(last["peak_rss_mb"] - first["peak_rss_mb"], 1),
+        "tree_peak_rss_growth_mb": round(last["tree_peak_rss_mb"] - first["tree_peak_rss_mb"], 1),
+    }
+
+
+def check_targets(results: dict) -> dict:
+    ratios, search = results["ratios"], results.get("search") or {}
+    checks = {}
+    for key in ("small_ingest_vs_model", "large_ingest_vs_model", "large_vs_small_ingest"):
+        if key in ratios:
+            checks[key] = {"value": ratios[key], "target": f">= {TARGETS[key]}",
+                           "met": ratios[key] >= TARGETS[key]}
+    if search:
+        checks["search_p95_ms"] = {"value": search["p95_ms"], "target": "< 50",
+                                   "met": search["p95_ms"] < TARGETS["search_p95_ms"]}
+        checks["search_docs_per_s"] = {"value": search["docs_per_s"], "target": ">= 2000",
+                                       "met": search["docs_per_s"] >= TARGETS["search_docs_per_s"]}
+    memory = results.get("memory")
+    if memory and len(memory["runs"]) > 1:
+        growth = memory["tree_peak_rss_growth_mb"]
+        base = memory["runs"][0]["tree_peak_rss_mb"]
+        checks["memory_flat"] = {"value": growth, "target": "growth < 10% of the smaller run",
+                                 "met": growth < 0.1 * base}
+    return checks
+
+
+def format_table(results: dict) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    lines = [
+        f"capindex throughput: {m['cpu']}, {m['logical_cpus']} CPUs, "
+        f"GPU: {m['gpu']['name'] if m['gpu'] else 'none'}, torch {m['torch']} "
+        f"({s.get('torch_threads')} threads), load average {m['load_average_start']} -> "
+        f"{m.get('load_average_end')}",
+        f"model {s.get('model_id')} on {s.get('model_device')}, {s.get('decoding')}, "
+        f"batch {s['batch_size']}, {s['workers']} decode workers",
+        "",
+        f"{'set':<7}{'size':>11}{'file KB':>9}{'decode/s':>10}{'model/s':>9}{'ingest/s':>10}"
+        f"{'ingest/model':>14}{'wall s':>8}{'peak RSS MB':>13}{'tree RSS MB':>13}",
+    ]
+    for name, e in results["sets"].items():
+        i = e["ingest"]
+        lines.append(
+            f"{name:<7}{e['width']:>6}x{e['height']:<4}{e['mean_file_kb']:>9.0f}"
+            f"{e['decode']['images_per_s']:>10.1f}{e['model']['images_per_s']:>9.1f}"
+            f"{i['images_per_s']:>10.1f}{e['ingest_vs_model']:>14.2f}{i['wall_seconds']:>8.1f}"
+            f"{i['peak_rss_mb']:>13.0f}{i['tree_peak_rss_mb']:>13.0f}")
+    for key, value in results["ratios"].items():
+        if key.startswith("large_vs_small"):
+            lines.append(f"  {key.replace('_', ' ')}: {value:.2f}")
+    if results.get("memory"):
+        lines.append("")
+        for run in results["memory"]["runs"]:
+            lines.append(f"memory: {run['images']:>6} images  peak RSS {run['peak_rss_mb']:.0f} MB, "
+                         f"tree {run['tree_peak_rss_mb']:.0f} MB (PSS {run['tree_peak_pss_mb']}) "
+                         f"at {run['images_per_s']}/s")
+    if results.get("search"):
+        q = results["search"]
+        lines += ["", f"search: {q['documents']} captions indexed at {q['docs_per_s']:.0f}/s "
+                      f"({q['segments']} segments, {q['index_mb']} MB); {q['queries']} queries "
+                      f"p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms, max {q['max_ms']:.1f} ms"]
+    if results.get("targets"):
+        lines.append("")
+        for key, check in results["targets"].items():
+            lines.append(f"target {key}: {check['value']} (want {check['target']}) "
+                         f"{'met' if check['met'] else 'NOT met'}")
+    lines.append(f"took {results['duration_s']} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
