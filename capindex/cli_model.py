@@ -73,12 +73,18 @@ def caption(images, model_path, beam_size, device, as_json):
                    "Repeat for several; the first one's val split drives early stopping.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the best checkpoint.")
-@click.option("--cell", default="gru", show_default=True, type=click.Choice(["gru", "lstm", "rnn"]))
-@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=4e-4, show_default=True, type=click.FloatRange(0, min_open=True))
-@click.option("--patience", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cell", default="gru", show_default=True, type=click.Choice(["gru", "lstm", "rnn"]),
+              help="Recurrent cell of the decoder.")
+@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
+              help="Most epochs to train (early stopping may end sooner).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
+              help="Captions per training step.")
+@click.option("--lr", default=4e-4, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Adam learning rate; halved whenever validation CIDEr-D does not improve.")
+@click.option("--patience", default=3, show_default=True, type=click.IntRange(1),
+              help="Stop after this many epochs without a better validation CIDEr-D.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of batch order, dropout, initial weights and hold-out choice.")
 @click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
               help="Validation images held out of a dataset that has no split files.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -113,9 +119,11 @@ def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout,
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Dataset folder to score on.")
-@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]),
+              help="Which split of the dataset to caption and score.")
 @_model_option
-@click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Beam width; 1 is greedy decoding.")
 @click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
               help="Validation images held out of a dataset that has no split files.")
 @click.option("--seed", default=0, show_default=True, type=int,

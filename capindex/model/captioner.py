@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,17 +21,45 @@ class Caption:
     tags: list[tuple[str, float]]  # top ImageNet labels with probabilities
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The encoder's autocast dtype for `precision` on `device`; None runs it in fp32.
+
+    "auto" is fp32 everywhere for now: half precision changes captions slightly
+    and has not been measured on a GPU yet (docs/performance.md). "fp16" on a
+    CPU runs fp32: CPU float16 kernels are slow or missing.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision in ("auto", "fp32") or (precision == "fp16" and device.type == "cpu"):
+        return None
+    return _AUTOCAST_DTYPES[precision]
+
+
+def use_channels_last(channels_last: bool | None, device: torch.device,
+                      dtype: torch.dtype | None) -> bool:
+    """Channels-last images and weights: on CPU (oneDNN's fast layout), and on a GPU
+    under half-precision autocast (tensor cores); None picks that way."""
+    if channels_last is not None:
+        return channels_last
+    return device.type == "cpu" or dtype is not None
+
+
 class Captioner:
     """Encoder + trained decoder + decoding settings, on one device."""
 
     def __init__(self, encoder: Encoder, decoder, vocab, model_id: str, weights_hash: str,
-                 beam_size: int = 3, max_len: int = 20, num_tags: int = 5) -> None:
+                 beam_size: int = 3, max_len: int = 20, num_tags: int = 5,
+                 precision: str = "auto", channels_last: bool | None = None) -> None:
         self.encoder = encoder
         self.decoder = decoder
         self.vocab = vocab
@@ -39,6 +68,11 @@ class Captioner:
         self.beam_size = beam_size
         self.max_len = max_len
         self.num_tags = num_tags
+        self.precision = precision
+        self.autocast = autocast_dtype(precision, self.device)  # None: fp32
+        self.channels_last = use_channels_last(channels_last, self.device, self.autocast)
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -51,26 +85,36 @@ class Captioner:
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str = "auto",
-             beam_size: int = 3) -> "Captioner":
-        """Load a checkpoint (the shipped default when None) onto `device`."""
+             beam_size: int = 3, precision: str = "auto",
+             channels_last: bool | None = None) -> "Captioner":
+        """Load a checkpoint (the shipped default when None) onto `device`.
+
+        `precision` ("auto", "fp32", "bf16", "fp16") is the encoder's autocast
+        (see `autocast_dtype`); `channels_last` None picks the layout by device.
+        """
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         decoder, vocab, meta = load_checkpoint(path)
         dev = resolve_device(device)
         encoder = Encoder().to(dev)
-        if dev.type == "cpu":
-            encoder = encoder.to(memory_format=torch.channels_last)
         decoder = decoder.to(dev).eval()
+        if dev.type == "cuda":
+            # Fixed input size: let cuDNN pick its fastest convolution algorithms once.
+            torch.backends.cudnn.benchmark = True
         weights_hash = hashlib.sha256(path.read_bytes()).hexdigest()
         return cls(encoder, decoder, vocab, meta.get("model_id", path.stem), weights_hash,
-                   beam_size=beam_size)
+                   beam_size=beam_size, precision=precision, channels_last=channels_last)
 
     @torch.inference_mode()
     def caption_batch(self, images: torch.Tensor) -> list[Caption]:
         """images: (B, 3, 224, 224) from `preprocess.image_tensor`."""
+        # From pinned memory (the DataLoader's pin_memory) this copy is asynchronous.
         images = images.to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
-        features, logits = self.encoder(images)  # (B, 49, 1280), (B, 1000)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)  # no-op if already
+        half = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast
+                else nullcontext())
+        with half:
+            features, logits = self.encoder(images)  # (B, 49, 1280), (B, 1000)
         return self.caption_features(features, top_tags(logits, self.num_tags))
 
     @torch.inference_mode()

@@ -34,10 +34,19 @@ def load_image(source: str | Path | BinaryIO, size: int = INPUT_SIZE) -> Image.I
     a full decode would (within JPEG rounding). EXIF orientation is applied.
     """
     with Image.open(source) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size * 2, size * 2))
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
+        return prepare(img, size)
+
+
+def prepare(img: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
+    """An image just opened (pixels not yet decoded) -> RGB `size` x `size`, as `load_image`.
+
+    For callers that read the header first (size, EXIF) and then want the model
+    input from the same open file, without opening and parsing it twice.
+    """
+    if img.format == "JPEG":
+        img.draft("RGB", (size * 2, size * 2))
+    img = ImageOps.exif_transpose(img)
+    return to_rgb(img).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -59,7 +68,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor (3, H, W) normalised for the encoder."""
+    """RGB PIL image -> float tensor (3, H, W) normalised for the encoder.
+
+    The values are laid out channels-last in memory (H, W, 3), as the pixels
+    come; the encoder runs channels-last on CPU, so no copy is needed to get there.
+    """
     data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     pixels = data.view(img.height, img.width, 3).permute(2, 0, 1)  # (3, H, W)
     return (pixels.float() - _MEAN) / _STD

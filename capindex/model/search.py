@@ -79,6 +79,7 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
     scores[:, 1:] = NEG_INF  # all beams start identical: keep only the first
     seqs: list[list[int]] = [[] for _ in range(batch * k)]
     finished: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(batch)]
+    done = [False] * batch
     vocab_size = decoder.config.vocab_size
 
     for step in range(max_len + 1):
@@ -95,15 +96,18 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         next_rows, next_tokens, next_scores, next_seqs = [], [], [], []
         for b in range(batch):
             kept = 0
-            for s, beam, word in zip(top_scores[b].tolist(), beam_ids[b].tolist(),
-                                     word_ids[b].tolist()):
+            for rank, (s, beam, word) in enumerate(zip(top_scores[b].tolist(),
+                                                       beam_ids[b].tolist(), word_ids[b].tolist())):
                 if s == NEG_INF or kept == k:
                     break
                 row = b * k + beam
                 if word == vocab.end:
-                    if len(finished[b]) < k:
+                    # Only an ending among the k best candidates counts (as in fairseq/HF);
+                    # a poor early ending must not fill the list of finished captions.
+                    if rank < k and not done[b]:
                         n = len(seqs[row]) + 1
                         finished[b].append((s / n**length_penalty, s / n, seqs[row]))
+                        finished[b] = sorted(finished[b], key=lambda f: f[0], reverse=True)[:k]
                     continue
                 next_rows.append(row)
                 next_tokens.append(word)
@@ -116,7 +120,11 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
                 next_scores.append(NEG_INF)
                 next_seqs.append([])
                 kept += 1
-        if all(len(f) >= k for f in finished) or step == max_len:
+            # An image is done once k captions ended and no live beam ranks above the worst.
+            if len(finished[b]) == k:
+                best_live = max(next_scores[-k:]) / (step + 2) ** length_penalty
+                done[b] = done[b] or best_live <= finished[b][-1][0]
+        if all(done) or step == max_len:
             break
         index = torch.tensor(next_rows, device=device)
         state, projected, keys = state[index], projected[index], keys[index]

@@ -105,7 +105,6 @@ def validate(decoder, features: torch.Tensor, names: list[str], references, voca
 def train(datasets: list[CaptionDataset], out: Path, config: TrainConfig, cache_dir: Path,
           work_dir: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train on every dataset's train split; stop early on the first dataset's val split."""
-    torch.manual_seed(config.seed)
     encoder: list[Encoder] = []  # built only if some features are not cached yet
 
     def encoder_factory() -> Encoder:
@@ -128,6 +127,7 @@ def train(datasets: list[CaptionDataset], out: Path, config: TrainConfig, cache_
     vocab = Vocabulary.build((c for _, c in pairs), config.min_count)
     examples = _encode_captions(pairs, vocab, config.max_len)
     model_config = ModelConfig(vocab_size=len(vocab), cell=config.cell, **config.model)
+    torch.manual_seed(config.seed)  # initial weights do not depend on what was cached before
     decoder = CaptionDecoder(model_config)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
     log(f"{len(pairs)} training captions, {len(vocab)} words, "
@@ -178,7 +178,7 @@ def train(datasets: list[CaptionDataset], out: Path, config: TrainConfig, cache_
                          for ds in datasets],
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "train_config": asdict(config), "epoch": epoch, "val_greedy": scores,
-                "torch": torch.__version__,
+                "torch": str(torch.__version__),
             }
             save_checkpoint(out, decoder, vocab, provenance)
         else:
