@@ -42,10 +42,11 @@ def test_parquet_export_reads_back_in_pyarrow(cli, library_with_a_failure, tmp_p
 def test_parquet_export_opens_in_pandas_and_duckdb(cli, library_with_a_failure, tmp_path):
     out = tmp_path / "catalogue.parquet"
     cli("export", out)
-    pandas = pytest.importorskip("pandas")
+    import duckdb  # both come with the test extra
+    import pandas
+
     frame = pandas.read_parquet(out)
     assert {"path", "caption"} <= set(frame.columns) and len(frame) == 5
-    duckdb = pytest.importorskip("duckdb")
     assert duckdb.sql(f"select count(*) from '{out}' where caption like '%red%'").fetchall() \
         == [(1,)]
 
