@@ -218,8 +218,9 @@ def linked_subset(paths: list[Path], directory: Path) -> Path:
 
 # -- decode and model, in this process -------------------------------------------
 
-def measure_decode(paths: list[Path], batch_size: int, workers: int, keep: int = 0):
-    """Files -> model-ready tensors through the pipeline's decode stage; returns (result, tensors)."""
+def measure_decode(paths: list[Path], options, keep: int = 0):
+    """Files -> model-ready tensors through the pipeline's decode stage, with ingest's
+    loader settings (`options`, an IngestOptions); returns (result, kept tensors)."""
     import torch
 
     from capindex.pipeline.decode import DecodeDataset, make_loader
@@ -227,8 +228,10 @@ def measure_decode(paths: list[Path], batch_size: int, workers: int, keep: int =
     dataset = DecodeDataset([str(p) for p in paths])
     kept: list[torch.Tensor] = []
     failed = 0
+    workers = options.workers
     started = time.perf_counter()
-    loader = make_loader(dataset, batch_size, workers)
+    loader = make_loader(dataset, options.batch_size, workers, options.pin_memory,
+                         options.prefetch_batches, options.worker_priority)
     for batch in loader:
         failed += sum(1 for item in batch.items if item.error)
         if batch.images is not None and len(kept) < keep:
@@ -315,9 +318,11 @@ def capindex_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from capindex.cli import main; sys.exit(main())"]
 
 
-def run_ingest(folder: Path, library: Path, args, profile: Path | None = None) -> dict:
-    """`capindex ingest FOLDER` into a fresh `library`; time, rate and peak memory."""
-    if library.exists():
+def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
+               fresh: bool = True) -> dict:
+    """`capindex ingest FOLDER` into a fresh `library` (or the one there, with fresh=False);
+    time, rate and peak memory."""
+    if fresh and library.exists():
         shutil.rmtree(library)
     command = capindex_command()
     if profile is not None:
@@ -326,6 +331,10 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None) -
                 "--batch-size", str(args.batch_size), "--device", args.device]
     if args.workers is not None:
         command += ["--workers", str(args.workers)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.precision != "auto":
+        command += ["--precision", args.precision]
     if args.model:
         command += ["--model", str(args.model)]
     stderr = tempfile.TemporaryFile()
@@ -418,7 +427,7 @@ def measure_search(directory: Path, documents: int, queries: int, batch: int) ->
     started = time.perf_counter()
     for start in range(0, documents, batch):  # as ingest feeds it: one update per batch
         index.update(rows[start:start + batch])
-    index.flush()
+    index.flush(final=True)  # as at the end of an ingest (merges small segments)
     index_seconds = time.perf_counter() - started
     del rows
 
@@ -485,12 +494,15 @@ def parse_args(argv=None):
                         help="decode worker processes (default: what capindex ingest picks)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for model-only (default: what capindex ingest uses)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the model runs (default auto: cuda when available)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="encoder autocast, as capindex ingest --precision")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (default: the model shipped with capindex)")
-    parser.add_argument("--memory-sizes", default="100,300",
-                        help="image counts for the peak-memory scaling runs, e.g. 300,3000; "
-                             "'' skips them (default 100,300)")
+    parser.add_argument("--memory-sizes", default=None,
+                        help="image counts for the peak-memory scaling runs of small images, "
+                             "e.g. 300,3000; '' skips them (default 100,300; --quick: none)")
     parser.add_argument("--search-docs", type=int, default=100_000,
                         help="captions in the search index (default 100000; 0 skips search)")
     parser.add_argument("--queries", type=int, default=1000, help="search queries to time")
@@ -501,15 +513,18 @@ def parse_args(argv=None):
                         help="also write a cProfile of each full ingest's main process here")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny run (4 images a set, 500 search documents) to check "
-                             "that everything works; its numbers mean nothing")
+                        help="a tiny run (4 images a set, no memory runs, 500 search "
+                             "documents) to check that everything works; its numbers mean nothing")
     args = parser.parse_args(argv)
     if args.quick:
         args.images = min(args.images, 4)
         args.batch_size = min(args.batch_size, 4)
         args.search_docs = min(args.search_docs, 500)
         args.queries = min(args.queries, 20)
-        args.memory_sizes = "2,4"
+        if args.memory_sizes is None:
+            args.memory_sizes = ""
+    if args.memory_sizes is None:
+        args.memory_sizes = "100,300"
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     for name in args.sets:
         if name not in SETS:
@@ -528,10 +543,9 @@ def main(argv=None) -> dict:
     started = time.monotonic()
     import torch
 
-    from capindex.cli import _default_workers
     from capindex.model.captioner import Captioner
+    from capindex.pipeline.ingest import IngestOptions, tuned_options
 
-    workers = _default_workers() if args.workers is None else args.workers
     if args.threads:
         torch.set_num_threads(args.threads)
     results: dict = {
@@ -540,7 +554,7 @@ def main(argv=None) -> dict:
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {"images": args.images, "sets": args.sets, "batch_size": args.batch_size,
-                     "workers": workers, "device": args.device, "quick": args.quick},
+                     "device": args.device, "quick": args.quick},
         "sets": {},
         "ratios": {},
         "memory": None,
@@ -550,15 +564,20 @@ def main(argv=None) -> dict:
     data_dir = args.data_dir or temp / "data"
     try:
         log("loading the model")
-        captioner = Captioner.load(args.model, device=args.device)
-        results["settings"].update(model_id=captioner.model_id, decoding=captioner.decoding,
+        captioner = Captioner.load(args.model, device=args.device, precision=args.precision)
+        options = tuned_options(IngestOptions(batch_size=args.batch_size),
+                                str(captioner.device), args.workers)
+        workers = options.workers
+        results["settings"].update(workers=workers, worker_priority=options.worker_priority,
+                                   pin_memory=options.pin_memory, precision=args.precision,
+                                   channels_last=captioner.channels_last,model_id=captioner.model_id, decoding=captioner.decoding,
                                    model_device=str(captioner.device),
                                    torch_threads=torch.get_num_threads())
         for name in args.sets:
             paths = make_set(data_dir / name, name, args.images)
             entry = describe_set(paths)
             log(f"{name}: decode ({workers} workers)")
-            entry["decode"], tensors = measure_decode(paths, args.batch_size, workers,
+            entry["decode"], tensors = measure_decode(paths, options,
                                                       keep=min(len(paths), 1024))
             log(f"{name}: model only ({len(tensors)} images)")
             entry["model"] = measure_model(captioner, tensors, args.batch_size)
@@ -602,22 +621,30 @@ def main(argv=None) -> dict:
 
 
 def measure_memory(args, data_dir: Path, temp: Path) -> dict:
-    """Peak memory of `capindex ingest` of small images at each of --memory-sizes."""
+    """Peak memory of `capindex ingest` of small images at each of --memory-sizes, then of a
+    re-run over the largest library (every file unchanged: planning only)."""
     largest = max(args.memory_sizes)
     pool = make_set(data_dir / "memory", "small", largest, seed=1)
     runs = []
+    keys = ("images_per_s", "seconds", "wall_seconds", "peak_rss_mb", "tree_peak_rss_mb",
+            "tree_peak_pss_mb")
     for count in args.memory_sizes:
         log(f"memory: capindex ingest of {count} small images")
         folder = linked_subset(pool[:count], temp / f"memory-{count}")
-        run = run_ingest(folder, temp / f"library-memory-{count}", args)
-        runs.append({"images": count, **{k: run[k] for k in (
-            "images_per_s", "seconds", "peak_rss_mb", "tree_peak_rss_mb", "tree_peak_pss_mb")}})
+        library = temp / f"library-memory-{count}"
+        run = run_ingest(folder, library, args)
+        runs.append({"images": count, **{k: run[k] for k in keys}})
+        if count == largest:
+            log(f"memory: capindex ingest again, {count} files unchanged")
+            again = run_ingest(folder, library, args, fresh=False)
+            rescan = {"images": count, **{k: again[k] for k in keys if k != "images_per_s"}}
         shutil.rmtree(folder)
     first, last = runs[0], runs[-1]
     return {
         "runs": runs,
         "peak_rss_growth_mb": round(last["peak_rss_mb"] - first["peak_rss_mb"], 1),
         "tree_peak_rss_growth_mb": round(last["tree_peak_rss_mb"] - first["tree_peak_rss_mb"], 1),
+        "rescan": rescan,
     }
 
 
@@ -672,6 +699,9 @@ def format_table(results: dict) -> str:
             lines.append(f"memory: {run['images']:>6} images  peak RSS {run['peak_rss_mb']:.0f} MB, "
                          f"tree {run['tree_peak_rss_mb']:.0f} MB (PSS {run['tree_peak_pss_mb']}) "
                          f"at {run['images_per_s']}/s")
+        again = results["memory"]["rescan"]
+        lines.append(f"memory: re-run over {again['images']} unchanged files: {again['seconds']} s "
+                     f"(wall {again['wall_seconds']} s), peak RSS {again['peak_rss_mb']:.0f} MB")
     if results.get("search"):
         q = results["search"]
         lines += ["", f"search: {q['documents']} captions indexed at {q['docs_per_s']:.0f}/s "

@@ -9,7 +9,6 @@ one-line `Error: ...` messages.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -27,11 +26,11 @@ EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 
-def load_captioner(model_path: Path | None, device: str):
+def load_captioner(model_path: Path | None, device: str, precision: str = "auto"):
     """The real captioner; tests hand in a fake through `main(obj={"load_captioner": ...})`."""
     from capindex.model.captioner import Captioner
 
-    return Captioner.load(model_path, device=device)
+    return Captioner.load(model_path, device=device, precision=precision)
 
 
 @contextmanager
@@ -69,10 +68,6 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
     ctx.obj["library_dir"] = library_dir
 
 
-def _default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...",
                 type=click.Path(exists=True, path_type=str))
@@ -80,13 +75,21 @@ def _default_workers() -> int:
               help="Images per model call.")
 @click.option("--workers", type=click.IntRange(0, 64),
               help="Processes that read, hash and decode files while the model runs; "
-                   "0 does it in the main process.  [default: CPUs - 1, at most 8]")
+                   "0 does it in the main process.  [default: with the model on the CPU, "
+                   "one per CPU at low priority; on a GPU, CPUs - 1; at most 8]")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the model runs; auto picks cuda when available.")
 @click.option("--model", "model_path", metavar="CHECKPOINT",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Caption with this checkpoint instead of the model shipped with capindex.")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="CPU threads the model uses (decode workers use one each).  "
+                   "[default: one per core]")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Encoder arithmetic: auto is fp32; bf16 or fp16 autocast is faster on a "
+                   "GPU, captions may differ slightly (fp16 runs fp32 on a CPU).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files and folders whose name or path relative to PATH matches; "
                    "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
@@ -96,8 +99,8 @@ def _default_workers() -> int:
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
-def ingest(ctx, paths, batch_size, workers, device, model_path, exclude, recaption,
-           retry_failed, quiet):
+def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, exclude,
+           recaption, retry_failed, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -126,18 +129,21 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, exclude, recapti
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine; use --device cpu "
                                      "or auto", param_hint="'--device'")
-    from capindex.pipeline.ingest import IngestOptions, ingest as run_ingest
+    from capindex.pipeline.ingest import IngestOptions, ingest as run_ingest, tuned_options
 
     library = _library(ctx)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     with _library_errors():
-        captioner = ctx.obj["load_captioner"](model_path, device)
-    options = IngestOptions(
-        batch_size=batch_size,
-        workers=_default_workers() if workers is None else workers,
-        exclude=tuple(exclude),
-        recaption=recaption,
-        retry_failed=retry_failed,
-        pin_memory=str(getattr(captioner, "device", "cpu")).startswith("cuda"),
+        settings = {"precision": precision} if precision != "auto" else {}
+        captioner = ctx.obj["load_captioner"](model_path, device, **settings)
+    options = tuned_options(
+        IngestOptions(batch_size=batch_size, exclude=tuple(exclude), recaption=recaption,
+                      retry_failed=retry_failed),
+        model_device=str(getattr(captioner, "device", "cpu")),
+        workers=workers,
     )
     events = Progress(quiet)
     try:

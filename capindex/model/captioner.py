@@ -109,8 +109,9 @@ class Captioner:
         """images: (B, 3, 224, 224) from `preprocess.image_tensor`."""
         # From pinned memory (the DataLoader's pin_memory) this copy is asynchronous.
         images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)  # no-op if already
+        # Batches from the decode stage are channels-last already: then this is a no-op.
+        images = images.contiguous(memory_format=torch.channels_last if self.channels_last
+                                   else torch.contiguous_format)
         half = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast
                 else nullcontext())
         with half:

@@ -20,6 +20,12 @@ INPUT_SIZE = 224
 # EfficientNet-Lite was trained on pixels scaled to [-1, 1]: (x - 127) / 128.
 _MEAN = 127.0
 _STD = 128.0
+# JPEGs decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps this many times
+# the model's input size on each side: a 12 MP frame at 1/4 scale (1000x750). A
+# margin of 1.5 (1/8 scale) needs 23% less decoding work but moves the input by a
+# third of an 8-bit level on average, enough to change some captions
+# (docs/performance.md), so the model keeps seeing what a full decode gives.
+DRAFT_MARGIN = 2
 # Refuse images whose pixel count suggests a decompression bomb (PIL warns at 89 MP).
 MAX_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -29,9 +35,10 @@ def load_image(source: str | Path | BinaryIO, size: int = INPUT_SIZE) -> Image.I
     """Open `source` (a path or a binary file object) and return an RGB image of `size` x `size`.
 
     JPEGs are decoded at a reduced scale (libjpeg's DCT scaling via `draft`) when
-    the result is still at least twice the target size, so a 12 MP frame is never
-    decoded in full just to be shrunk; the final resize then makes the same input
-    a full decode would (within JPEG rounding). EXIF orientation is applied.
+    the result is still at least twice the target size (DRAFT_MARGIN), so a 12 MP
+    frame is never decoded in full just to be shrunk; the final resize then makes
+    the same input a full decode would (within JPEG rounding). EXIF orientation
+    is applied.
     """
     with Image.open(source) as img:
         return prepare(img, size)
@@ -44,7 +51,8 @@ def prepare(img: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
     input from the same open file, without opening and parsing it twice.
     """
     if img.format == "JPEG":
-        img.draft("RGB", (size * 2, size * 2))
+        margin = int(size * DRAFT_MARGIN)
+        img.draft("RGB", (margin, margin))
     img = ImageOps.exif_transpose(img)
     return to_rgb(img).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
 

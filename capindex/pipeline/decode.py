@@ -18,6 +18,7 @@ import signal
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -25,7 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from capindex.errors import describe_failure
-from capindex.model.preprocess import load_image, to_tensor
+from capindex.model.preprocess import prepare, to_tensor
 
 # EXIF tags (Pillow's ExifTags.Base / IFD numbers)
 _ORIENTATION, _MAKE, _MODEL = 0x0112, 0x010F, 0x0110
@@ -103,13 +104,16 @@ class DecodeDataset(Dataset):
 def decode_image(data: bytes) -> tuple[dict, torch.Tensor]:
     """Image bytes -> (header metadata, model input (3, 224, 224)).
 
-    Pillow's DecompressionBombWarning (more than MAX_IMAGE_PIXELS) is an error here.
+    The image is opened once: the header gives the metadata, then
+    `capindex.model.preprocess.prepare` decodes the same open image (reduced-size
+    for JPEGs), exactly as `load_image` would. Pillow's DecompressionBombWarning
+    (more than MAX_IMAGE_PIXELS) is an error here.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as img:  # header only
+        with Image.open(io.BytesIO(data)) as img:  # header only; pixels are decoded by prepare
             meta = image_metadata(img)
-        tensor = to_tensor(load_image(io.BytesIO(data)))
+            tensor = to_tensor(prepare(img))
     return meta, tensor
 
 
@@ -162,20 +166,45 @@ def _degrees(dms, ref, limit: float) -> float | None:
 
 
 def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> DecodedBatch:
+    """Decoded items -> one batch; the images as one (n, 3, 224, 224) channels-last tensor.
+
+    In a worker process the batch is stacked straight into shared memory (as
+    torch's default_collate does), which is how it reaches the main process, so
+    it is not copied again on the way; and channels-last is the layout both the
+    decoded pixels and the CPU encoder use, so no copy is made to convert either.
+    """
     items = [item for item, _ in samples]
-    tensors = [t for _, t in samples if t is not None]
-    return DecodedBatch(items, torch.stack(tensors) if tensors else None)  # (n, 3, 224, 224)
+    tensors = [t.permute(1, 2, 0) for _, t in samples if t is not None]  # (H, W, 3) views
+    if not tensors:
+        return DecodedBatch(items, None)
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        numel = sum(t.numel() for t in tensors)
+        storage = tensors[0].untyped_storage()._new_shared(numel * tensors[0].element_size())
+        out = tensors[0].new(storage).view(len(tensors), *tensors[0].shape)
+    images = torch.stack(tensors, out=out)  # (n, H, W, 3)
+    return DecodedBatch(items, images.permute(0, 3, 1, 2))  # (n, 3, H, W), channels-last
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(_worker_id: int, priority: int = 0) -> None:
     # Ctrl-C reaches the whole process group; the main process decides when to
     # stop (after the batch it is writing), so workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)  # decoding is single-threaded; the model owns the cores
+    if priority:
+        # Below the model's priority: decoding fills the time the model leaves idle
+        # and yields the CPU to it otherwise (it stays ahead through prefetching).
+        os.nice(priority)
 
 
 def make_loader(dataset: DecodeDataset, batch_size: int, workers: int,
-                pin_memory: bool = False) -> DataLoader:
-    """Batches of `DecodedBatch`, in order, decoded by `workers` processes (0: in-process)."""
+                pin_memory: bool = False, prefetch_batches: int = 2,
+                worker_priority: int = 0) -> DataLoader:
+    """Batches of `DecodedBatch`, in order, decoded by `workers` processes (0: in-process).
+
+    Each worker keeps `prefetch_batches` batches ready ahead of the model;
+    `worker_priority` > 0 lowers the workers' CPU priority by that nice value.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -183,6 +212,7 @@ def make_loader(dataset: DecodeDataset, batch_size: int, workers: int,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=2 if workers else None,
+        worker_init_fn=partial(_worker_init, priority=worker_priority) if workers else None,
+        prefetch_factor=prefetch_batches if workers else None,
+        persistent_workers=False,
     )

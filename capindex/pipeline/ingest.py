@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from capindex.indexer import SearchIndex
@@ -46,7 +46,47 @@ class IngestOptions:
     exclude: Sequence[str] = ()
     recaption: bool = False
     retry_failed: bool = False
-    pin_memory: bool = False
+    pin_memory: bool = False  # page-locked batches, for fast copies to a GPU
+    prefetch_batches: int = 2  # batches each worker keeps decoded ahead of the model
+    worker_priority: int = 0  # nice increment of the decode workers (0: same as the model)
+
+
+# Nice increment of the decode workers when the model runs on the CPU (see tuned_options).
+CPU_WORKER_PRIORITY = 10
+
+
+def default_workers(cpus: int | None = None, model_on_gpu: bool = False) -> int:
+    """Decode worker processes, at most 8 (0: decode in the main process).
+
+    With the model on the CPU: one per CPU, at low priority (see tuned_options).
+    With the model on a GPU: one per CPU but the one that drives the GPU.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    return max(0, min(8, cpus - 1 if model_on_gpu else cpus))
+
+
+def tuned_options(options: IngestOptions, model_device: str = "cpu",
+                  workers: int | None = None) -> IngestOptions:
+    """`options` with the data-path settings for a model on `model_device` ("cpu", "cuda:0"...).
+
+    - workers: `workers` when given, else `default_workers()`;
+    - pin_memory on a GPU, so batches are copied to it asynchronously;
+    - on a CPU, one decode worker per core, at a lower priority than the model
+      (CPU_WORKER_PRIORITY): while the model computes, it gets the cores it
+      can use and the workers decode in what it leaves idle (its single-threaded
+      beam search); when the model waits for a batch, every core decodes. Fixed
+      splits do worse: sharing the cores at equal priority slows the model's
+      threads, and one core for decoding leaves 12 MP photos starved
+      (docs/performance.md). On a GPU the workers are what limits the rate, so
+      they keep the normal priority.
+    """
+    on_gpu = str(model_device).startswith("cuda")
+    return replace(
+        options,
+        workers=default_workers(model_on_gpu=on_gpu) if workers is None else workers,
+        pin_memory=on_gpu,
+        worker_priority=0 if on_gpu else CPU_WORKER_PRIORITY,
+    )
 
 
 @dataclass
@@ -212,7 +252,8 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
     events.start(len(plan.tasks))
     if plan.tasks:
         dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
-        loader = make_loader(dataset, options.batch_size, options.workers, options.pin_memory)
+        loader = make_loader(dataset, options.batch_size, options.workers, options.pin_memory,
+                             options.prefetch_batches, options.worker_priority)
         for batch in loader:
             captions = iter(caption_images(captioner, batch.images))
             summary.captioned += 0 if batch.images is None else len(batch.images)

@@ -185,7 +185,7 @@ class Sinks:
 
     def close(self) -> None:
         self.mirror.finish()
-        self.index.flush()
+        self.index.flush(final=True)  # also merges the run's small index segments
 
     def abandon(self) -> None:
         """After an error: drop buffers; the next run's reconcile rebuilds from the catalogue."""

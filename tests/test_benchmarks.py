@@ -1,0 +1,93 @@
+"""benchmarks/throughput.py runs and writes its JSON.
+
+Benchmarks are not tests: this only checks that the script works end to end on
+a tiny set (--quick, a small random model), not what its numbers are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from capindex.model.checkpoint import save_checkpoint
+from capindex.model.config import ModelConfig
+from capindex.model.decoder import CaptionDecoder
+from capindex.model.vocab import SPECIALS, Vocabulary
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random decoder of the real interface but tiny sizes: decoding costs nothing."""
+    vocab = Vocabulary([*SPECIALS, "a", "dog", "runs"])
+    config = ModelConfig(vocab_size=len(vocab), hidden_dim=16, embed_dim=8, attention_dim=8,
+                         project_dim=16)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, CaptionDecoder(config).eval(), vocab, {"model_id": "tiny"})
+    return path
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_model):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--sets", "small", "--model", str(tiny_model),
+         "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+
+    assert {"machine", "settings", "sets", "ratios", "memory", "search", "targets",
+            "duration_s"} <= set(data)
+    assert {"cpu", "logical_cpus", "gpu", "torch", "load_average_start"} <= set(data["machine"])
+    assert data["settings"]["model_id"] == "tiny"
+    small = data["sets"]["small"]
+    assert (small["width"], small["height"], small["images"]) == (500, 375, 4)
+    assert small["decode"]["images_per_s"] > 0 and small["decode"]["failed"] == 0
+    assert small["model"]["images_per_s"] > 0 and small["model"]["images"] == 4
+    ingest = small["ingest"]
+    assert ingest["captioned"] == 4 and ingest["images_per_s"] > 0
+    assert ingest["peak_rss_mb"] > 50 and ingest["tree_peak_rss_mb"] >= ingest["peak_rss_mb"] / 2
+    assert data["ratios"]["small_ingest_vs_model"] == small["ingest_vs_model"] > 0
+    search = data["search"]
+    assert search["documents"] == 500 and search["docs_per_s"] > 0
+    assert search["queries"] == 20 and search["queries_with_hits"] > 0
+    assert 0 < search["p50_ms"] <= search["p95_ms"] <= search["max_ms"]
+    assert data["memory"] is None  # --quick skips the scaling runs
+    assert {"small_ingest_vs_model", "search_p95_ms", "search_docs_per_s"} <= set(data["targets"])
+    # the table on stdout
+    assert "ingest/s" in result.stdout and "search:" in result.stdout
+
+
+def test_large_images_are_distinct_12_megapixel_camera_jpegs(tmp_path):
+    benchmark = load_benchmark()
+    paths = benchmark.make_set(tmp_path / "large", "large", 2)
+    assert len({p.read_bytes()[:64] for p in paths}) == 2  # a comment makes each file unique
+    for path in paths:
+        with Image.open(path) as img:
+            assert img.format == "JPEG" and img.size == (4000, 3000)
+            assert img.getexif()[0x010F] == "BenchCam"
+        assert path.stat().st_size > 1_000_000  # textured like a photo, not a smooth upscale
+    # a second call reuses the files
+    mtimes = [p.stat().st_mtime_ns for p in paths]
+    assert benchmark.make_set(tmp_path / "large", "large", 2) == paths
+    assert [p.stat().st_mtime_ns for p in paths] == mtimes
+
+
+def test_bad_options_are_refused():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--sets", "huge"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown set 'huge'" in result.stderr

@@ -1,0 +1,225 @@
+"""The speed-ups keep results the same, and the GPU settings are chosen right (tested on CPU).
+
+See docs/performance.md. No GPU is needed: device choices are checked through
+the functions that make them and a fake captioner that claims to be on CUDA.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import capindex.model.encoder as encoder_module
+from capindex.indexer import SearchIndex
+from capindex.model.captioner import Captioner, autocast_dtype, use_channels_last
+from capindex.model.checkpoint import save_checkpoint
+from capindex.model.config import ModelConfig
+from capindex.model.decoder import CaptionDecoder
+from capindex.model.preprocess import image_tensor
+from capindex.model.vocab import SPECIALS, Vocabulary
+from capindex.pipeline.decode import DecodeDataset, decode_image, make_loader
+from capindex.pipeline.ingest import (CPU_WORKER_PRIORITY, IngestOptions, Summary,
+                                      default_workers, tuned_options)
+from fakes import exif_rotated_jpeg
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    vocab = Vocabulary([*SPECIALS, "a", "dog", "runs"])
+    config = ModelConfig(vocab_size=len(vocab), hidden_dim=16, embed_dim=8, attention_dim=8,
+                         project_dim=16)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, CaptionDecoder(config).eval(), vocab, {"model_id": "tiny"})
+    return path
+
+
+# -- the model: same outputs, faster ------------------------------------------------
+
+def test_imagenet_labels_are_torchvisions():
+    from torchvision.models import ResNet18_Weights
+
+    assert encoder_module.imagenet_labels() == tuple(
+        ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def test_inlined_padding_gives_the_packages_outputs_exactly(monkeypatch):
+    images = torch.stack([image_tensor(SAMPLES / "chelsea.jpg"),
+                          image_tensor(SAMPLES / "rocket.jpg")])
+    fast = encoder_module.Encoder()
+    monkeypatch.setattr(encoder_module, "_inline_same_padding", lambda net: None)
+    plain = encoder_module.Encoder()
+    assert sum(hasattr(m, "static_padding") for m in fast.modules()) == 5  # stride-2 ones left
+    for a, b in zip(fast(images), plain(images)):
+        assert torch.equal(a, b)
+
+
+def test_channels_last_and_bf16_autocast_run_on_cpu(tiny_checkpoint):
+    images = torch.stack([image_tensor(SAMPLES / "coffee.jpg"), image_tensor(SAMPLES / "camera.jpg")])
+    default = Captioner.load(tiny_checkpoint, device="cpu")
+    assert default.channels_last and default.autocast is None
+    plain = Captioner.load(tiny_checkpoint, device="cpu", channels_last=False)
+    a, b = default.encoder(images.contiguous(memory_format=torch.channels_last)), plain.encoder(images)
+    assert (a[0] - b[0]).abs().max() < 1e-4 and (a[1] - b[1]).abs().max() < 1e-4
+    half = Captioner.load(tiny_checkpoint, device="cpu", precision="bf16")
+    assert half.autocast is torch.bfloat16
+    captions = half.caption_batch(images)
+    assert len(captions) == 2 and captions[0].tags[0][0] == default.caption_batch(images)[0].tags[0][0]
+
+
+@pytest.mark.parametrize("precision, device, expected", [
+    ("auto", CPU, None), ("fp32", CPU, None), ("bf16", CPU, torch.bfloat16), ("fp16", CPU, None),
+    ("auto", CUDA, None), ("fp32", CUDA, None), ("bf16", CUDA, torch.bfloat16),
+    ("fp16", CUDA, torch.float16),
+])
+def test_autocast_dtype(precision, device, expected):
+    assert autocast_dtype(precision, device) is expected
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
+        autocast_dtype("int8", CPU)
+
+
+def test_channels_last_on_cpu_and_on_gpu_under_half_precision():
+    assert use_channels_last(None, CPU, None)
+    assert not use_channels_last(None, CUDA, None)
+    assert use_channels_last(None, CUDA, torch.float16)
+    assert not use_channels_last(False, CPU, None) and use_channels_last(True, CUDA, None)
+
+
+# -- the data path ---------------------------------------------------------------------
+
+def test_tuned_options_per_device():
+    on_gpu = tuned_options(IngestOptions(batch_size=64), "cuda:0")
+    assert on_gpu.pin_memory and on_gpu.worker_priority == 0
+    assert on_gpu.batch_size == 64 and on_gpu.workers == default_workers(model_on_gpu=True)
+    on_cpu = tuned_options(IngestOptions(), "cpu", workers=3)
+    assert not on_cpu.pin_memory and on_cpu.worker_priority == CPU_WORKER_PRIORITY
+    assert on_cpu.workers == 3
+    assert tuned_options(IngestOptions(), "cpu").workers == default_workers()
+    assert [default_workers(n) for n in (1, 2, 64)] == [1, 2, 8]
+    assert [default_workers(n, model_on_gpu=True) for n in (1, 2, 64)] == [0, 1, 8]
+
+
+class GpuFake:
+    """The captioner interface, on a CUDA device that this machine need not have."""
+
+    model_id, weights_hash, decoding = "gpu-fake", "hash", {"method": "fake"}
+    device = CUDA
+
+
+@pytest.mark.parametrize("captioner, pinned, priority", [
+    (GpuFake(), True, 0), (None, False, CPU_WORKER_PRIORITY)])
+def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, captioner, pinned,
+                                              priority):
+    seen = {}
+
+    def fake_ingest(library, roots, captioner, options, events, should_stop):
+        seen["options"] = options
+        return Summary()
+
+    monkeypatch.setattr("capindex.pipeline.ingest.ingest", fake_ingest)
+    result = cli("ingest", photos, "--workers", "2", captioner=captioner or fake)
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert (options.pin_memory, options.worker_priority, options.workers) == (pinned, priority, 2)
+
+
+def test_cli_passes_precision_and_threads(photos, monkeypatch, fake):
+    from click.testing import CliRunner
+
+    from capindex.cli import main
+
+    calls = []
+
+    def loader(model_path, device, **settings):
+        calls.append(settings)
+        return fake
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append({"threads": n}))
+    for extra in ([], ["--precision", "bf16", "--threads", "3"]):
+        result = CliRunner().invoke(main, ["ingest", str(photos), "--workers", "0", *extra],
+                                    obj={"load_captioner": loader})
+        assert result.exit_code == 0, result.output
+    assert calls == [{}, {"threads": 3}, {"precision": "bf16"}]
+
+
+def test_decoding_from_one_open_file_equals_load_image(tmp_path):
+    paths = [*sorted(SAMPLES.glob("*.jpg")), exif_rotated_jpeg(tmp_path / "rotated.jpg")]
+    big = tmp_path / "big.jpg"
+    Image.open(SAMPLES / "coffee.jpg").resize((4000, 3000)).save(big, quality=90)
+    for path in [*paths, big]:
+        meta, tensor = decode_image(path.read_bytes())
+        assert torch.equal(tensor, image_tensor(path))
+    assert meta["width"] == 4000  # the header's size, not the reduced decode's
+
+
+def test_worker_batches_arrive_in_shared_memory_channels_last():
+    paths = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+    expected = torch.stack([image_tensor(p) for p in paths])
+    batches = list(make_loader(DecodeDataset(paths), 2, workers=1, worker_priority=5))
+    images = torch.cat([b.images for b in batches])
+    assert torch.equal(images, expected)
+    assert all(b.images.is_shared() for b in batches)
+    assert all(b.images.is_contiguous(memory_format=torch.channels_last) for b in batches)
+
+
+# -- the search index --------------------------------------------------------------------
+
+def _rows(start: int, count: int) -> list[dict]:
+    words = ["dog", "cat", "beach", "snow", "bike", "red", "child", "water"]
+    return [{"id": i, "seq": i, "status": "ok", "path": f"/p/IMG_{i}.jpg",
+             "caption": f"a {words[i % 8]} and a {words[(i * 3) % 8]} near {words[(i // 8) % 8]}",
+             "tags": [{"label": "tabby", "prob": 0.5}]} for i in range(start, start + count)]
+
+
+def test_final_flush_merges_small_segments_and_keeps_results(tmp_path):
+    from whoosh import index as whoosh_index
+
+    from capindex.indexer.whoosh_index import document
+
+    many = SearchIndex(tmp_path / "many")
+    for start in range(1, 400, 40):  # ten segments, as a long ingest leaves them
+        writer = many._open().writer()
+        for row in _rows(start, 40):
+            writer.add_document(**document(row))
+        writer.commit(merge=False)
+    one = SearchIndex(tmp_path / "one")
+    one.update(_rows(1, 400))
+    one.flush()
+
+    def segments(directory):
+        return whoosh_index.open_dir(str(directory))._segments()
+
+    assert len(segments(tmp_path / "many")) > 3
+    before = [many.search(q, limit=400) for q in ("dog beach", "red", "child water snow")]
+    many.flush(final=True)
+    assert len(segments(tmp_path / "many")) == 1
+    assert not list((tmp_path / "many").glob("*.seg"))  # plain files, not compound segments
+    for q, hits in zip(("dog beach", "red", "child water snow"), before):
+        after = many.search(q, limit=400)
+        assert sorted(after) == sorted(hits)
+        assert sorted(after) == sorted(one.search(q, limit=400))
+    # a later small run adds one segment; its final flush merges nothing big
+    many.update(_rows(401, 5))
+    many.flush(final=True)
+    assert sorted(s.doc_count_all() for s in segments(tmp_path / "many")) == [5, 400]
+
+
+def test_bulk_updates_are_committed_as_they_stream(tmp_path, monkeypatch):
+    index = SearchIndex(tmp_path / "ix", flush_every=50)
+    commits = []
+    flush = index.flush
+    monkeypatch.setattr(index, "flush", lambda final=False: (commits.append(len(index._pending)),
+                                                             flush(final)))
+    index.update(iter(_rows(1, 120)))
+    assert commits[:2] == [50, 50]  # never more than flush_every rows held
+    index.flush()
+    assert index.doc_count() == 120
