@@ -11,11 +11,11 @@ Whoosh readers see the last committed state and never wait for the writer, so
 
 Speed (see docs/performance.md): queued rows are committed 2 s after a run
 starts (search soon sees its first images), then every 10 s (a commit costs an
-ingest about 50 ms) or 5000 documents (bulk writes make few segments to
-merge); the last commit of a run merges the small
-segments into one (`merge_small_segments`), because every segment costs each
-query time to open and search; segments are written as plain files, not
-compound ones, which Whoosh copies into memory at every search; and words are OR-ed without Whoosh's
+ingest about 50 ms) or 20,000 documents (bulk writes make few segments to merge).
+The last commit of a run merges the small segments into one
+(`merge_small_segments`): every segment costs each query time to open and
+search. Segments are written as plain files, not compound ones, which Whoosh
+copies into memory at every search. Words are OR-ed without Whoosh's
 coordination bonus (`OrGroup.factory`), which only added a small bonus per
 matched word and field but doubled the time of queries with common words:
 BM25F's sum over words and fields already ranks images that match more words
@@ -72,7 +72,7 @@ def document(row: dict) -> dict:
 class SearchIndex:
     """A Whoosh index in `directory`; writes are buffered and committed by `flush`."""
 
-    def __init__(self, directory: Path, flush_every: int = 5000, flush_seconds: float = 10.0,
+    def __init__(self, directory: Path, flush_every: int = 20000, flush_seconds: float = 10.0,
                  first_flush_seconds: float = 2.0) -> None:
         self.directory = Path(directory)
         self.flush_every = flush_every
