@@ -62,3 +62,19 @@ def photos(tmp_path) -> Path:
 def samples(tmp_path) -> Path:
     """A private copy of sample_images/."""
     return Path(shutil.copytree(SAMPLES, tmp_path / "samples"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random decoder of the real interface but tiny sizes: decoding costs nothing."""
+    from capindex.model.checkpoint import save_checkpoint
+    from capindex.model.config import ModelConfig
+    from capindex.model.decoder import CaptionDecoder
+    from capindex.model.vocab import SPECIALS, Vocabulary
+
+    vocab = Vocabulary([*SPECIALS, "a", "dog", "runs"])
+    config = ModelConfig(vocab_size=len(vocab), hidden_dim=16, embed_dim=8, attention_dim=8,
+                         project_dim=16)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, CaptionDecoder(config).eval(), vocab, {"model_id": "tiny"})
+    return path

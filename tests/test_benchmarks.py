@@ -15,23 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from capindex.model.checkpoint import save_checkpoint
-from capindex.model.config import ModelConfig
-from capindex.model.decoder import CaptionDecoder
-from capindex.model.vocab import SPECIALS, Vocabulary
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A random decoder of the real interface but tiny sizes: decoding costs nothing."""
-    vocab = Vocabulary([*SPECIALS, "a", "dog", "runs"])
-    config = ModelConfig(vocab_size=len(vocab), hidden_dim=16, embed_dim=8, attention_dim=8,
-                         project_dim=16)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, CaptionDecoder(config).eval(), vocab, {"model_id": "tiny"})
-    return path
 
 
 def load_benchmark():
@@ -41,10 +26,10 @@ def load_benchmark():
     return module
 
 
-def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_model):
+def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--sets", "small", "--model", str(tiny_model),
+        [sys.executable, str(SCRIPT), "--quick", "--sets", "small", "--model", str(tiny_checkpoint),
          "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,11 +16,7 @@ from PIL import Image
 import capindex.model.encoder as encoder_module
 from capindex.indexer import SearchIndex
 from capindex.model.captioner import Captioner, autocast_dtype, use_channels_last
-from capindex.model.checkpoint import save_checkpoint
-from capindex.model.config import ModelConfig
-from capindex.model.decoder import CaptionDecoder
 from capindex.model.preprocess import image_tensor
-from capindex.model.vocab import SPECIALS, Vocabulary
 from capindex.pipeline.decode import DecodeDataset, decode_image, make_loader
 from capindex.pipeline.ingest import (CPU_WORKER_PRIORITY, IngestOptions, Summary,
                                       default_workers, tuned_options)
@@ -28,16 +24,6 @@ from fakes import exif_rotated_jpeg
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    vocab = Vocabulary([*SPECIALS, "a", "dog", "runs"])
-    config = ModelConfig(vocab_size=len(vocab), hidden_dim=16, embed_dim=8, attention_dim=8,
-                         project_dim=16)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, CaptionDecoder(config).eval(), vocab, {"model_id": "tiny"})
-    return path
 
 
 # -- the model: same outputs, faster ------------------------------------------------
