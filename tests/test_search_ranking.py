@@ -1,0 +1,74 @@
+"""The search index's top-N shortcut returns what exhaustive BM25F scoring ranks first."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from whoosh import index as whoosh_index
+from whoosh.qparser import MultifieldParser, OrGroup
+from whoosh.scoring import BM25F
+
+from capindex.indexer.whoosh_index import FIELD_BOOSTS, FIELDS, SearchIndex, TieSkippingCollector
+
+SUBJECTS = ["man", "woman", "dog", "black dog", "child", "people", "cyclist", "horse"]
+PLACES = ["on the grass", "on a beach", "in the water", "on the street", "in the snow",
+          "on a rock", "under a tree"]
+TAGS = ["hot dog", "seashore", "rock crab", "lakeside", "street sign", "Egyptian cat",
+        "beach wagon", "dogsled", "grasshopper", "water ouzel"]
+QUERIES = ["dog", "dog beach", "man grass", "black dog on the grass", "people rock",
+           "woman in the water", "horse snow", "child street tree", "cyclist"]
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    """3,000 short, alike captions: many equal scores, common words in every postings block."""
+    rng = random.Random(3)
+    directory = tmp_path_factory.mktemp("index")
+    index = SearchIndex(directory)
+    index.update({"id": i, "seq": i, "status": "ok", "path": f"/p/IMG_{i:05d}.jpg",
+                  "caption": f"a {rng.choice(SUBJECTS)} {rng.choice(PLACES)}",
+                  "tags": [{"label": rng.choice(TAGS), "prob": 0.1} for _ in range(2)]}
+                 for i in range(1, 3001))
+    index.flush(final=True)
+    return directory
+
+
+def exhaustive(directory, text, limit):
+    """Every matching document scored, best first, ties by index order."""
+    ix = whoosh_index.open_dir(str(directory))
+    query = MultifieldParser(list(FIELDS), ix.schema, fieldboosts=FIELD_BOOSTS,
+                             group=OrGroup).parse(text)
+    with ix.searcher(weighting=BM25F()) as searcher:
+        matcher = query.matcher(searcher)
+        scored = []
+        while matcher.is_active():
+            scored.append((-matcher.score(), matcher.id()))
+            matcher.next()
+        scored.sort()
+        return [-score for score, _ in scored[:limit]], len(scored)
+
+
+@pytest.mark.parametrize("text", QUERIES)
+def test_top_scores_equal_exhaustive_scoring(index_dir, text):
+    found = SearchIndex(index_dir).search(text, limit=10)
+    want, _ = exhaustive(index_dir, text, 10)
+    assert [score for _, score in found] == pytest.approx(want, rel=1e-12)
+
+
+def test_documents_that_can_only_tie_are_not_scored(tmp_path):
+    # The first ten captions already have the best possible score for "man grass";
+    # none after them can do better, so only captions with both words need scoring.
+    index = SearchIndex(tmp_path)
+    captions = ["a man on the grass"] * 10 + ["a man on a beach", "a dog on the grass"] * 1000
+    index.update({"id": i, "seq": i, "status": "ok", "path": f"/p/{i}.jpg", "caption": caption,
+                  "tags": []} for i, caption in enumerate(captions, start=1))
+    index.flush(final=True)
+    ix = whoosh_index.open_dir(str(tmp_path))
+    query = MultifieldParser(list(FIELDS), ix.schema, fieldboosts=FIELD_BOOSTS,
+                             group=OrGroup).parse("man grass")
+    with ix.searcher(weighting=BM25F()) as searcher:
+        collector = TieSkippingCollector(limit=10)
+        searcher.search_with_collector(query, collector)
+    assert collector.total < 100  # documents scored, of the 2,010 that match
+    assert [row_id for row_id, _ in SearchIndex(tmp_path).search("man grass")] == list(range(1, 11))
