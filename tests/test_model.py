@@ -82,6 +82,20 @@ def test_beam_search_of_width_one_equals_greedy(cell):
     assert len(wide_tokens) == 6 and all(len(t) <= 12 for t in wide_tokens)
 
 
+def test_beam_search_captions_an_image_as_if_it_were_alone(shipped):
+    # Images leave the batch when their search is done; the others must not notice.
+    torch.manual_seed(1)
+    images = torch.stack([image_tensor(path) for path in sorted(SAMPLES.glob("*.jpg"))] * 2)
+    images[5:] = (images[5:] + 0.5 * torch.randn_like(images[5:])).clamp(-1, 1)
+    features, _ = shipped.encoder(images)
+    batch_tokens, batch_scores = beam_search(shipped.decoder, features, shipped.vocab, beam_size=3)
+    for i in range(len(images)):
+        tokens, scores = beam_search(shipped.decoder, features[i:i + 1], shipped.vocab, beam_size=3)
+        assert tokens[0] == batch_tokens[i]
+        assert scores[0] == pytest.approx(batch_scores[i], abs=1e-4)
+    assert len({tuple(t) for t in batch_tokens}) > 1  # the images differ
+
+
 def test_checkpoint_round_trip(tmp_path):
     vocab = Vocabulary.build(CAPTIONS, min_count=1)
     decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell="lstm", hidden_dim=32,

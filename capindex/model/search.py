@@ -67,11 +67,16 @@ def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20):
 @torch.inference_mode()
 def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_len: int = 20,
                 length_penalty: float = 0.7):
-    """Batched beam search: features (B, P, D) -> (token lists, mean log-prob per caption)."""
+    """Batched beam search: features (B, P, D) -> (token lists, mean log-prob per caption).
+
+    An image leaves the batch as soon as its search is done, so the steps after
+    that run on the images still searching only.
+    """
     batch, k = features.size(0), beam_size
     device = features.device
     projected, keys, state = decoder.start(features)
-    # Every image gets k beams: rows are (image, beam) flattened, image-major.
+    # Every image gets k beams: rows are (image, beam) flattened, image-major, for the
+    # images in `active` (all at first).
     repeat = torch.arange(batch, device=device).repeat_interleave(k)
     projected, keys, state = projected[repeat], keys[repeat], state[repeat]
     tokens = torch.full((batch * k,), vocab.start, dtype=torch.long, device=device)
@@ -79,57 +84,62 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
     scores[:, 1:] = NEG_INF  # all beams start identical: keep only the first
     seqs: list[list[int]] = [[] for _ in range(batch * k)]
     finished: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(batch)]
-    done = [False] * batch
+    active = list(range(batch))
     vocab_size = decoder.config.vocab_size
 
     for step in range(max_len + 1):
         logits, state, _ = decoder.step(tokens, state, projected, keys)
-        logp = _guard(logits.float().log_softmax(dim=-1), seqs, vocab)  # (B*k, V)
+        logp = _guard(logits.float().log_softmax(dim=-1), seqs, vocab)  # (A*k, V)
         if step == max_len:
             keep_end = torch.arange(vocab_size, device=device) == vocab.end
             logp = torch.where(keep_end, logp, torch.full_like(logp, NEG_INF))
-        candidates = (scores.unsqueeze(2) + logp.view(batch, k, vocab_size)).view(batch, -1)
+        candidates = (scores.unsqueeze(2) + logp.view(len(active), k, vocab_size))
         # Take 2k so that k live beams remain even if up to k of them end here.
-        top_scores, top_ids = candidates.topk(2 * k, dim=1)  # (B, 2k)
+        top_scores, top_ids = candidates.view(len(active), -1).topk(2 * k, dim=1)  # (A, 2k)
         beam_ids, word_ids = top_ids // vocab_size, top_ids % vocab_size
 
-        next_rows, next_tokens, next_scores, next_seqs = [], [], [], []
-        for b in range(batch):
-            kept = 0
-            for rank, (s, beam, word) in enumerate(zip(top_scores[b].tolist(),
-                                                       beam_ids[b].tolist(), word_ids[b].tolist())):
-                if s == NEG_INF or kept == k:
+        next_rows, next_tokens, next_scores, next_seqs, still_active = [], [], [], [], []
+        for pos, (b, row_scores, row_beams, row_words) in enumerate(
+                zip(active, top_scores.tolist(), beam_ids.tolist(), word_ids.tolist())):
+            rows, words, kept_scores, kept_seqs = [], [], [], []
+            for rank, (s, beam, word) in enumerate(zip(row_scores, row_beams, row_words)):
+                if s == NEG_INF or len(rows) == k:
                     break
-                row = b * k + beam
+                row = pos * k + beam
                 if word == vocab.end:
                     # Only an ending among the k best candidates counts (as in fairseq/HF);
                     # a poor early ending must not fill the list of finished captions.
-                    if rank < k and not done[b]:
+                    if rank < k:
                         n = len(seqs[row]) + 1
                         finished[b].append((s / n**length_penalty, s / n, seqs[row]))
                         finished[b] = sorted(finished[b], key=lambda f: f[0], reverse=True)[:k]
                     continue
-                next_rows.append(row)
-                next_tokens.append(word)
-                next_scores.append(s)
-                next_seqs.append(seqs[row] + [word])
-                kept += 1
-            while kept < k:  # fewer live candidates than beams: pad with dead rows
-                next_rows.append(b * k)
-                next_tokens.append(vocab.end)
-                next_scores.append(NEG_INF)
-                next_seqs.append([])
-                kept += 1
-            # An image is done once k captions ended and no live beam ranks above the worst.
-            if len(finished[b]) == k:
-                best_live = max(next_scores[-k:]) / (step + 2) ** length_penalty
-                done[b] = done[b] or best_live <= finished[b][-1][0]
-        if all(done) or step == max_len:
+                rows.append(row)
+                words.append(word)
+                kept_scores.append(s)
+                kept_seqs.append(seqs[row] + [word])
+            # An image is done once k captions ended and no live beam ranks above the
+            # worst, or when no live candidate is left.
+            if not rows or (len(finished[b]) == k and max(kept_scores) / (step + 2) ** length_penalty
+                            <= finished[b][-1][0]):
+                continue
+            while len(rows) < k:  # fewer live candidates than beams: pad with dead rows
+                rows.append(pos * k)
+                words.append(vocab.end)
+                kept_scores.append(NEG_INF)
+                kept_seqs.append([])
+            still_active.append(b)
+            next_rows += rows
+            next_tokens += words
+            next_scores += kept_scores
+            next_seqs += kept_seqs
+        active = still_active
+        if not active or step == max_len:
             break
         index = torch.tensor(next_rows, device=device)
         state, projected, keys = state[index], projected[index], keys[index]
         tokens = torch.tensor(next_tokens, device=device)
-        scores = torch.tensor(next_scores, device=device).view(batch, k)
+        scores = torch.tensor(next_scores, device=device).view(len(active), k)
         seqs = next_seqs
 
     results, mean_logps = [], []
