@@ -544,6 +544,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     started = time.monotonic()
+    import capindex  # noqa: F401  (before torch: its OpenMP setting applies here as in ingest)
     import torch
 
     from capindex.model.captioner import Captioner
@@ -573,9 +574,11 @@ def main(argv=None) -> dict:
         workers = options.workers
         results["settings"].update(workers=workers, worker_priority=options.worker_priority,
                                    pin_memory=options.pin_memory, precision=args.precision,
-                                   channels_last=captioner.channels_last,model_id=captioner.model_id, decoding=captioner.decoding,
+                                   channels_last=captioner.channels_last,
+                                   model_id=captioner.model_id, decoding=captioner.decoding,
                                    model_device=str(captioner.device),
-                                   torch_threads=torch.get_num_threads())
+                                   torch_threads=torch.get_num_threads(),
+                                   gomp_spincount=os.environ.get("GOMP_SPINCOUNT"))
         for name in args.sets:
             paths = make_set(data_dir / name, name, args.images)
             entry = describe_set(paths)

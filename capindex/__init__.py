@@ -1,3 +1,13 @@
 """capindex: offline image captioning and keyword search for photo folders."""
 
+import os
+
 __version__ = "0.1.0"
+
+# torch's OpenMP threads (libgomp) spin for a while after each parallel region before
+# they sleep; by default about 300,000 turns, long enough to fill the gaps between the
+# model's small operations. The spinning took 17% of an ingest's CPU on 2 cores, time
+# the decode workers need. libgomp reads this when torch is first imported, so it is set
+# here, before any capindex module imports torch; a value already set wins.
+# docs/performance.md has the measurements.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.search import beam_search, greedy_search
@@ -95,6 +96,7 @@ class Captioner:
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         decoder, vocab, meta = load_checkpoint(path)
         dev = resolve_device(device)
+        keep_freed_memory()  # batches reuse freed activation memory (allocator.py)
         encoder = Encoder().to(dev)
         decoder = decoder.to(dev).eval()
         if dev.type == "cuda":
