@@ -98,7 +98,7 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         top_scores, top_ids = candidates.view(len(active), -1).topk(2 * k, dim=1)  # (A, 2k)
         beam_ids, word_ids = top_ids // vocab_size, top_ids % vocab_size
 
-        next_rows, next_tokens, next_scores, next_seqs, still_active = [], [], [], [], []
+        next_rows, next_tokens, next_scores, next_seqs, kept_positions = [], [], [], [], []
         for pos, (b, row_scores, row_beams, row_words) in enumerate(
                 zip(active, top_scores.tolist(), beam_ids.tolist(), word_ids.tolist())):
             rows, words, kept_scores, kept_seqs = [], [], [], []
@@ -128,16 +128,21 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
                 words.append(vocab.end)
                 kept_scores.append(NEG_INF)
                 kept_seqs.append([])
-            still_active.append(b)
+            kept_positions.append(pos)
             next_rows += rows
             next_tokens += words
             next_scores += kept_scores
             next_seqs += kept_seqs
-        active = still_active
-        if not active or step == max_len:
+        if not kept_positions or step == max_len:
             break
-        index = torch.tensor(next_rows, device=device)
-        state, projected, keys = state[index], projected[index], keys[index]
+        state = state[torch.tensor(next_rows, device=device)]
+        if len(kept_positions) < len(active):
+            # The image grids are the same in all k rows of an image, so they only
+            # move when images leave.
+            grid_rows = torch.tensor([pos * k + j for pos in kept_positions for j in range(k)],
+                                     device=device)
+            projected, keys = projected[grid_rows], keys[grid_rows]
+        active = [active[pos] for pos in kept_positions]
         tokens = torch.tensor(next_tokens, device=device)
         scores = torch.tensor(next_scores, device=device).view(len(active), k)
         seqs = next_seqs

@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from capindex.errors import describe_failure
+from capindex.model.allocator import default_thresholds
 from capindex.model.preprocess import prepare, to_tensor
 
 # EXIF tags (Pillow's ExifTags.Base / IFD numbers)
@@ -191,6 +192,7 @@ def _worker_init(_worker_id: int, priority: int = 0) -> None:
     # stop (after the batch it is writing), so workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # decoding is single-threaded; the model owns the cores
+    default_thresholds()  # the model's allocator setting is not for workers (allocator.py)
     if priority:
         # Below the model's priority: decoding fills the time the model leaves idle
         # and yields the CPU to it otherwise (it stays ahead through prefetching).
