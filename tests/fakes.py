@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from capindex.model.preprocess import normalize
+
 
 @dataclass(frozen=True)
 class FakeCaption:
@@ -39,7 +41,10 @@ class FakeCaptioner:
         return sum(len(b) for b in self.batches)
 
     def caption_batch(self, images: torch.Tensor) -> list[FakeCaption]:
-        assert images.dtype == torch.float32 and tuple(images.shape[1:]) == (3, 224, 224)
+        # As the real Captioner: uint8 pixels from the decode stage, or normalised floats.
+        assert images.dtype in (torch.uint8, torch.float32) and tuple(images.shape[1:]) == (3, 224, 224)
+        if images.dtype == torch.uint8:
+            images = normalize(images)
         self.batches.append(images.clone())
         if self.delay:
             time.sleep(self.delay)

@@ -12,6 +12,7 @@ import torch
 from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from capindex.model.encoder import Encoder, top_tags
+from capindex.model.preprocess import normalize
 from capindex.model.search import beam_search, greedy_search
 
 
@@ -108,9 +109,12 @@ class Captioner:
 
     @torch.inference_mode()
     def caption_batch(self, images: torch.Tensor) -> list[Caption]:
-        """images: (B, 3, 224, 224) from `preprocess.image_tensor`."""
+        """images: (B, 3, 224, 224), uint8 pixels (`preprocess.to_pixels`, as the decode
+        stage sends them) or already normalised floats (`preprocess.image_tensor`)."""
         # From pinned memory (the DataLoader's pin_memory) this copy is asynchronous.
         images = images.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = normalize(images)  # on the model's device, after the 4x smaller copy
         # Batches from the decode stage are channels-last already: then this is a no-op.
         images = images.contiguous(memory_format=torch.channels_last if self.channels_last
                                    else torch.contiguous_format)

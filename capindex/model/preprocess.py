@@ -75,15 +75,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor (3, H, W) normalised for the encoder.
+def to_pixels(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor (3, H, W).
 
     The values are laid out channels-last in memory (H, W, 3), as the pixels
     come; the encoder runs channels-last on CPU, so no copy is needed to get there.
     """
     data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    pixels = data.view(img.height, img.width, 3).permute(2, 0, 1)  # (3, H, W)
+    return data.view(img.height, img.width, 3).permute(2, 0, 1)  # (3, H, W)
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (..., 3, H, W) -> the encoder's float input; the memory layout is kept."""
     return (pixels.float() - _MEAN) / _STD
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor (3, H, W) normalised for the encoder (channels-last)."""
+    return normalize(to_pixels(img))
 
 
 def image_tensor(source: str | Path | BinaryIO) -> torch.Tensor:

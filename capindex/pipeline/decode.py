@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from capindex.errors import describe_failure
 from capindex.model.allocator import default_thresholds
-from capindex.model.preprocess import prepare, to_tensor
+from capindex.model.preprocess import prepare, to_pixels
 
 # EXIF tags (Pillow's ExifTags.Base / IFD numbers)
 _ORIENTATION, _MAKE, _MODEL = 0x0112, 0x010F, 0x0110
@@ -52,7 +52,9 @@ class Decoded:
 @dataclass
 class DecodedBatch:
     items: list[Decoded]
-    images: torch.Tensor | None  # (n, 3, 224, 224) for the items with has_image, in order
+    # uint8 pixels (n, 3, 224, 224) of the items with has_image, in order; the model
+    # scales them (`preprocess.normalize`), so a quarter of the bytes travel to it.
+    images: torch.Tensor | None
 
     def pin_memory(self) -> "DecodedBatch":  # called by DataLoader(pin_memory=True)
         if self.images is not None:
@@ -67,7 +69,7 @@ def read_file(path: str) -> tuple[bytes, os.stat_result]:
 
 
 class DecodeDataset(Dataset):
-    """paths[i] -> (Decoded, tensor (3, 224, 224) or None)."""
+    """paths[i] -> (Decoded, uint8 pixels (3, 224, 224) or None)."""
 
     def __init__(self, paths: Sequence[str], reuse_hashes: frozenset[str] = frozenset(),
                  read: Callable[[str], tuple[bytes, os.stat_result]] | None = None) -> None:
@@ -103,7 +105,7 @@ class DecodeDataset(Dataset):
 
 
 def decode_image(data: bytes) -> tuple[dict, torch.Tensor]:
-    """Image bytes -> (header metadata, model input (3, 224, 224)).
+    """Image bytes -> (header metadata, the model input's uint8 pixels (3, 224, 224)).
 
     The image is opened once: the header gives the metadata, then
     `capindex.model.preprocess.prepare` decodes the same open image (reduced-size
@@ -114,7 +116,7 @@ def decode_image(data: bytes) -> tuple[dict, torch.Tensor]:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as img:  # header only; pixels are decoded by prepare
             meta = image_metadata(img)
-            tensor = to_tensor(prepare(img))
+            tensor = to_pixels(prepare(img))
     return meta, tensor
 
 
@@ -167,7 +169,7 @@ def _degrees(dms, ref, limit: float) -> float | None:
 
 
 def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> DecodedBatch:
-    """Decoded items -> one batch; the images as one (n, 3, 224, 224) channels-last tensor.
+    """Decoded items -> one batch; the pixels as one (n, 3, 224, 224) channels-last tensor.
 
     In a worker process the batch is stacked straight into shared memory (as
     torch's default_collate does), which is how it reaches the main process, so
