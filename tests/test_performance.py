@@ -62,6 +62,15 @@ def test_channels_last_and_bf16_autocast_run_on_cpu(tiny_checkpoint):
     assert len(captions) == 2 and captions[0].tags[0][0] == default.caption_batch(images)[0].tags[0][0]
 
 
+def test_uint8_pixels_caption_as_their_normalised_floats(tiny_checkpoint):
+    # The decode stage sends uint8 pixels; the captioner scales them on its device.
+    pixels = torch.stack([decode_image((SAMPLES / name).read_bytes())[1]
+                          for name in ("coffee.jpg", "camera.jpg")])
+    captioner = Captioner.load(tiny_checkpoint, device="cpu")
+    assert pixels.dtype == torch.uint8
+    assert captioner.caption_batch(pixels) == captioner.caption_batch(normalize(pixels))
+
+
 @pytest.mark.parametrize("precision, device, expected", [
     ("auto", CPU, None), ("fp32", CPU, None), ("bf16", CPU, torch.bfloat16), ("fp16", CPU, None),
     ("auto", CUDA, None), ("fp32", CUDA, None), ("bf16", CUDA, torch.bfloat16),
