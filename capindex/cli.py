@@ -24,6 +24,7 @@ EXPORT_FORMATS = ("parquet", "csv", "jsonl")  # = capindex.pipeline.export.FORMA
 # `capindex ingest` exit statuses (also in its --help)
 EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted: what was written is kept; run the same command again to finish"
 
 
 def load_captioner(model_path: Path | None, device: str, precision: str = "auto"):
@@ -151,14 +152,12 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
             summary = run_ingest(library, paths, captioner, options, events,
                                  should_stop=lambda: stop.is_set())
     except KeyboardInterrupt:
-        click.echo("interrupted: what was written is kept; run the same command again "
-                   "to finish", err=True)
+        click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
     if not quiet:
         click.echo(format_summary(summary), err=True)
     if summary.interrupted:
-        click.echo("interrupted: what was written is kept; run the same command again "
-                   "to finish", err=True)
+        click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
     if summary.failed:
         ctx.exit(EXIT_SOME_FAILED)

@@ -19,6 +19,7 @@ from typing import Iterable, TextIO
 import pyarrow.parquet as pq
 
 from capindex.library import Catalog
+from capindex.pipeline.write import write_rows
 from capindex.schemas import ARROW_SCHEMA, COLUMN_NAMES, to_arrow
 
 FORMATS = ("parquet", "csv", "jsonl")
@@ -48,17 +49,10 @@ def export(catalog: Catalog, out: Path, fmt: str) -> int:
 
 
 def _write_parquet(rows: Iterable[dict], path: Path) -> int:
-    count = 0
-    batch: list[dict] = []
     with pq.ParquetWriter(path, ARROW_SCHEMA) as writer:
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= _BATCH:
-                writer.write_table(to_arrow(batch))
-                count += len(batch)
-                batch.clear()
-        writer.write_table(to_arrow(batch))  # also gives an empty catalogue its schema
-        count += len(batch)
+        count = write_rows(writer, rows, _BATCH)
+        if not count:
+            writer.write_table(to_arrow([]))  # an empty catalogue still gets its schema
     return count
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -145,18 +146,10 @@ class ParquetMirror:
                 part.unlink()
         missing = [live[seq] for seq in live if seq not in have]
         if missing:
-            rows = catalog.rows(missing)
-            batch: list[dict] = []
             path = self.directory / new_part_name()
             tmp = self._partial(path)
             with pq.ParquetWriter(tmp, ARROW_SCHEMA) as writer:
-                for row in rows:
-                    batch.append(row)
-                    if len(batch) >= self.row_group_size:
-                        writer.write_table(to_arrow(batch))
-                        batch.clear()
-                if batch:
-                    writer.write_table(to_arrow(batch))
+                write_rows(writer, catalog.rows(missing), self.row_group_size)
             tmp.replace(path)
             changed += len(missing)
         return changed
@@ -165,6 +158,22 @@ class ParquetMirror:
         tmp = self._partial(path)
         pq.write_table(table.cast(ARROW_SCHEMA), tmp, row_group_size=self.row_group_size)
         tmp.replace(path)
+
+
+def write_rows(writer: pq.ParquetWriter, rows: Iterable[dict], batch_size: int) -> int:
+    """Stream row dicts into `writer`, `batch_size` rows per row group; returns the count."""
+    count = 0
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_size:
+            writer.write_table(to_arrow(batch))
+            count += len(batch)
+            batch.clear()
+    if batch:
+        writer.write_table(to_arrow(batch))
+        count += len(batch)
+    return count
 
 
 class Sinks:
