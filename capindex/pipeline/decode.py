@@ -1,7 +1,7 @@
 """Stage 2: files -> model-ready tensors, in DataLoader worker processes.
 
 Each file is read once. Its bytes are hashed (SHA-256), the header gives size,
-format and EXIF, and `capindex.model.preprocess.load_image` decodes the same
+format and EXIF, and `capindex.model.preprocess.prepare` decodes the same
 bytes from memory (reduced-size JPEG decoding, EXIF orientation, any mode to
 RGB), so hashing and decoding overlap with the model running in the main
 process. A file whose content is already captioned (a moved file) is hashed but
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from capindex.errors import describe_failure
 from capindex.model.allocator import default_thresholds
-from capindex.model.preprocess import prepare, to_pixels
+from capindex.model.preprocess import prepare
 
 # EXIF tags (Pillow's ExifTags.Base / IFD numbers)
 _ORIENTATION, _MAKE, _MODEL = 0x0112, 0x010F, 0x0110
@@ -109,14 +109,14 @@ def decode_image(data: bytes) -> tuple[dict, torch.Tensor]:
 
     The image is opened once: the header gives the metadata, then
     `capindex.model.preprocess.prepare` decodes the same open image (reduced-size
-    for JPEGs), exactly as `load_image` would. Pillow's DecompressionBombWarning
+    for JPEGs), exactly as `load_pixels` would. Pillow's DecompressionBombWarning
     (more than MAX_IMAGE_PIXELS) is an error here.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as img:  # header only; pixels are decoded by prepare
             meta = image_metadata(img)
-            tensor = to_pixels(prepare(img))
+            tensor = prepare(img)
     return meta, tensor
 
 
