@@ -51,8 +51,10 @@ class IngestOptions:
     worker_priority: int = 0  # nice increment of the decode workers (0: same as the model)
 
 
-# Nice increment of the decode workers when the model runs on the CPU (see tuned_options).
-CPU_WORKER_PRIORITY = 10
+# Nice increment of the decode workers when the model runs on the CPU (see tuned_options):
+# the lowest priority. At +10 they still took about 10% of a core the model's threads
+# wanted, and a thread that loses its core makes the others wait at the next barrier.
+CPU_WORKER_PRIORITY = 19
 
 
 def default_workers(cpus: int | None = None, model_on_gpu: bool = False) -> int:
