@@ -16,6 +16,8 @@ realistic. On the same images, in one run, it measures:
 - ingest:  the real `capindex ingest` into a fresh library, in a subprocess:
            images/s over the run (from its summary) and the whole process's wall
            time, peak RSS of the process tree (main process and decode workers);
+           model-only and ingest alternate for --rounds rounds and the median round
+           of each, and the median of the rounds' ratios, are reported;
 - memory:  peak RSS of `capindex ingest` at two sizes (--memory-sizes), which
            should not grow with the number of images;
 - search:  a Whoosh index of --search-docs generated captions built through
@@ -255,6 +257,25 @@ def measure_model(captioner, tensors: list, batch_size: int) -> dict:
             "images": len(tensors)}
 
 
+def side_by_side(models: list[dict], ingests: list[dict]) -> dict:
+    """Rounds of model-only and ingest runs -> the median round of each, and the median of
+    the rounds' ingest/model ratios (a noisy machine moves both runs of a round together)."""
+    def median_run(runs: list[dict]) -> dict:
+        ranked = sorted(runs, key=lambda run: run["images_per_s"])
+        return {**ranked[(len(ranked) - 1) // 2],
+                "rounds_images_per_s": [run["images_per_s"] for run in runs]}
+
+    ratios = [i["images_per_s"] / m["images_per_s"] for m, i in zip(models, ingests)]
+    ingest = median_run(ingests)
+    # memory is a maximum, not a median: the largest peak of any round
+    for key in ("peak_rss_mb", "tree_peak_rss_mb", "tree_peak_pss_mb"):
+        values = [run[key] for run in ingests if run[key] is not None]
+        ingest[key] = max(values) if values else None
+    return {"model": median_run(models), "ingest": ingest,
+            "ingest_vs_model": round(statistics.median(ratios), 3),
+            "rounds_ingest_vs_model": [round(r, 3) for r in ratios]}
+
+
 # -- full ingest, in a subprocess -------------------------------------------------
 
 class TreeMemory(threading.Thread):
@@ -310,7 +331,7 @@ def _proc_kb(path: str, key: str) -> int:
     return 0
 
 
-_SUMMARY = re.compile(r"(\d+) captioned in ([\d.]+) s")
+_SUMMARY = re.compile(r"(\d+) captioned in ([\d.]+) s \(([\d.]+) images/s\)")
 
 
 def capindex_command() -> list[str]:
@@ -357,9 +378,9 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
     found = _SUMMARY.search(text)
     if not found:
         raise RuntimeError(f"no summary in the output of capindex ingest:\n{text[-3000:]}")
-    captioned, seconds = int(found.group(1)), float(found.group(2))
+    captioned, seconds, rate = int(found.group(1)), float(found.group(2)), float(found.group(3))
     return {
-        "images_per_s": round(captioned / seconds, 2) if seconds else None,
+        "images_per_s": rate,  # printed from the unrounded time
         "seconds": seconds,  # the run itself: discover .. last write (model already loaded)
         "wall_seconds": round(wall, 3),  # the whole process: start-up and model loading too
         "wall_images_per_s": round(captioned / wall, 2),
@@ -492,6 +513,9 @@ def parse_args(argv=None):
     parser.add_argument("--images", type=int, default=200, help="images per set (default 200)")
     parser.add_argument("--sets", default="small,large",
                         help="comma-separated image sets: small (500x375), large (4000x3000)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="model-only and ingest are measured this many times, alternating; "
+                             "the medians are reported (default 3; --quick: 1)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode worker processes (default: what capindex ingest picks)")
@@ -521,6 +545,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.images = min(args.images, 4)
+        args.rounds = 1
         args.batch_size = min(args.batch_size, 4)
         args.search_docs = min(args.search_docs, 500)
         args.queries = min(args.queries, 20)
@@ -538,6 +563,8 @@ def parse_args(argv=None):
         parser.error("--memory-sizes takes image counts such as 300,3000")
     if args.images < 1:
         parser.error("--images must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -585,17 +612,19 @@ def main(argv=None) -> dict:
             log(f"{name}: decode ({workers} workers)")
             entry["decode"], tensors = measure_decode(paths, options,
                                                       keep=min(len(paths), 1024))
-            log(f"{name}: model only ({len(tensors)} images)")
-            entry["model"] = measure_model(captioner, tensors, args.batch_size)
-            del tensors
-            log(f"{name}: capindex ingest")
             profile = None
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 profile = args.profile / f"ingest-{name}.prof"
-            entry["ingest"] = run_ingest(data_dir / name, temp / f"library-{name}", args, profile)
-            entry["ingest_vs_model"] = round(entry["ingest"]["images_per_s"]
-                                             / entry["model"]["images_per_s"], 3)
+            models, ingests = [], []
+            for round_ in range(args.rounds):
+                log(f"{name}: model only ({len(tensors)} images), round {round_ + 1}")
+                models.append(measure_model(captioner, tensors, args.batch_size))
+                log(f"{name}: capindex ingest, round {round_ + 1}")
+                ingests.append(run_ingest(data_dir / name, temp / f"library-{name}", args,
+                                          profile if round_ == 0 else None))
+            del tensors
+            entry.update(side_by_side(models, ingests))
             results["sets"][name] = entry
             log(f"{name}: decode {entry['decode']['images_per_s']}/s, model "
                 f"{entry['model']['images_per_s']}/s, ingest {entry['ingest']['images_per_s']}/s")

@@ -72,6 +72,19 @@ def test_large_images_are_distinct_12_megapixel_camera_jpegs(tmp_path):
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
 
 
+def test_rounds_report_the_median_run_and_the_median_ratio():
+    side_by_side = load_benchmark().side_by_side
+    models = [{"images_per_s": r} for r in (70.0, 50.0, 60.0)]
+    ingests = [{"images_per_s": r, "peak_rss_mb": m, "tree_peak_rss_mb": m + 1,
+                "tree_peak_pss_mb": None} for r, m in ((63.0, 900), (40.0, 950), (54.0, 920))]
+    entry = side_by_side(models, ingests)
+    assert entry["model"]["images_per_s"] == 60.0 and entry["ingest"]["images_per_s"] == 54.0
+    assert entry["model"]["rounds_images_per_s"] == [70.0, 50.0, 60.0]
+    assert entry["rounds_ingest_vs_model"] == [0.9, 0.8, 0.9]
+    assert entry["ingest_vs_model"] == 0.9  # the median of the rounds' ratios
+    assert entry["ingest"]["peak_rss_mb"] == 950  # memory: the largest peak of any round
+
+
 def test_bad_options_are_refused():
     result = subprocess.run([sys.executable, str(SCRIPT), "--sets", "huge"],
                             capture_output=True, text=True, timeout=60)

@@ -2,6 +2,7 @@
 # The one prepared GPU check (docs/performance.md, "GPU"): run on the device machine from
 # the repository root, with .whl/ carried (benchmarks/device/fetch_wheels.sh). Writes one
 # JSON per configuration and a log to $OUT (default gpu-results/). About 4-6 minutes.
+# One round per configuration (ROUNDS=N for more): the configurations are the side by side.
 #   DEVICE=cpu IMAGES=8 PYTHON=.venv/bin/python bash benchmarks/device/gpu_benchmark.sh
 # runs the same script on a CPU machine as a smoke test.
 set -uo pipefail
@@ -25,7 +26,8 @@ data=/tmp/capindex-bench-data  # the generated JPEGs, made once, shared by the r
         local name=$1; shift
         echo "== $name: $*"
         "$py" benchmarks/throughput.py --device "$device" --images "$images" --data-dir "$data" \
-            --search-docs 0 --out "$out/$name.json" "$@" || echo "== $name failed"
+            --search-docs 0 --rounds "${ROUNDS:-1}" --out "$out/$name.json" "$@" \
+            || echo "== $name failed"
     }
     # Side by side on one machine: precision, batch size, channels-last (on only under
     # half precision on a GPU), decode workers (default CPUs - 1). Memory at two sizes once.
