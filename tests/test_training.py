@@ -120,3 +120,30 @@ def test_train_and_evaluate_commands(tmp_path):
     report = json.loads(result.output)
     assert set(report["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}
     assert report["images"] == 4
+
+
+def test_cached_features_are_keyed_by_the_preprocessing(tmp_path, monkeypatch):
+    from capindex.training import features
+
+    class CountingEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            return images.mean() + torch.zeros(len(images), 49, 1280), None
+
+    built = []
+
+    def factory():
+        built.append(1)
+        return CountingEncoder()
+
+    images = _make_dataset(tmp_path / "data") / "images"
+    names = sorted(SCENES)
+    first = features.cached_features(images, names, tmp_path / "cache", factory, workers=0)
+    again = features.cached_features(images, names, tmp_path / "cache", factory, workers=0)
+    assert len(built) == 1 and torch.equal(first[names[0]], again[names[0]])  # read back
+    monkeypatch.setattr(features, "PREPROCESS_ID", "another-resize")
+    features.cached_features(images, names, tmp_path / "cache", factory, workers=0)
+    assert len(built) == 2  # features made by other preprocessing are not reused

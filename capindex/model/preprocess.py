@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 INPUT_SIZE = 224
+# Names what this module makes of a file; cached training features are keyed by it, so a
+# change here (as when the resize moved from Pillow to torch) is never mixed with old ones.
+PREPROCESS_ID = "squash224-bicubic-torch"
 # EfficientNet-Lite was trained on pixels scaled to [-1, 1]: (x - 127) / 128.
 _MEAN = 127.0
 _STD = 128.0

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from capindex.model.encoder import ENCODER_ID, Encoder
-from capindex.model.preprocess import image_tensor
+from capindex.model.preprocess import PREPROCESS_ID, image_tensor
 
 
 class ImageFiles(Dataset):
@@ -43,7 +43,8 @@ def encode_images(paths: list[Path], encoder: Encoder, batch_size: int = 64, wor
 def cached_features(image_dir: Path, names: list[str], cache_dir: Path, encoder_factory,
                     batch_size: int = 64, workers: int = 2) -> dict[str, torch.Tensor]:
     """name -> (49, 1280) fp16 features, computed once and kept in `cache_dir`."""
-    key = hashlib.sha256("\n".join([ENCODER_ID, str(image_dir.resolve()), *names]).encode())
+    key = hashlib.sha256("\n".join([ENCODER_ID, PREPROCESS_ID, str(image_dir.resolve()),
+                                    *names]).encode())
     cache = Path(cache_dir) / f"{image_dir.parent.name}-{ENCODER_ID}-{key.hexdigest()[:12]}.pt"
     if cache.is_file():
         features = torch.load(cache, weights_only=True)
