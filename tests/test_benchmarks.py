@@ -85,6 +85,14 @@ def test_rounds_report_the_median_run_and_the_median_ratio():
     assert entry["ingest"]["peak_rss_mb"] == 950  # memory: the largest peak of any round
 
 
+def test_sustained_rate_is_what_the_larger_run_adds():
+    marginal_rate = load_benchmark().marginal_rate
+    # 300 images in 5 s and 3000 in 47 s: 2700 more images in 42 s more
+    small, large = {"images": 300, "images_per_s": 60.0}, {"images": 3000, "images_per_s": 3000 / 47}
+    assert marginal_rate(small, large) == round(2700 / 42, 2)
+    assert marginal_rate(small, {"images": 600, "images_per_s": 60.0}) is None  # 5 s more: noise
+
+
 def test_bad_options_are_refused():
     result = subprocess.run([sys.executable, str(SCRIPT), "--sets", "huge"],
                             capture_output=True, text=True, timeout=60)
