@@ -11,7 +11,7 @@ sample_images/ plus sensor-like noise) so that file sizes and decode work are
 realistic. On the same images, in one run, it measures:
 
 - decode:  files -> model-ready tensors through the pipeline's own decode stage
-           (DecodeDataset + make_loader, the ingest settings), images/s;
+           (DecodeDataset + ingest.decode_loader, the ingest settings), images/s;
 - model:   Captioner.caption_batch on tensors already in memory, same batch size;
 - ingest:  the real `capindex ingest` into a fresh library, in a subprocess:
            images/s over the run (from its summary) and the whole process's wall
@@ -227,22 +227,20 @@ def measure_decode(paths: list[Path], options, keep: int = 0):
     loader settings (`options`, an IngestOptions); returns (result, kept tensors)."""
     import torch
 
-    from capindex.pipeline.decode import DecodeDataset, make_loader
+    from capindex.pipeline.decode import DecodeDataset
+    from capindex.pipeline.ingest import decode_loader
 
     dataset = DecodeDataset([str(p) for p in paths])
     kept: list[torch.Tensor] = []
     failed = 0
-    workers = options.workers
     started = time.perf_counter()
-    loader = make_loader(dataset, options.batch_size, workers, options.pin_memory,
-                         options.prefetch_batches, options.worker_priority)
-    for batch in loader:
+    for batch in decode_loader(dataset, options):
         failed += sum(1 for item in batch.items if item.error)
         if batch.images is not None and len(kept) < keep:
             kept.extend(batch.images[: keep - len(kept)].clone())
     seconds = time.perf_counter() - started
     return {"images_per_s": round(len(paths) / seconds, 2), "seconds": round(seconds, 3),
-            "workers": workers, "failed": failed}, kept
+            "workers": options.workers, "failed": failed}, kept
 
 
 def measure_model(captioner, tensors: list, batch_size: int) -> dict:

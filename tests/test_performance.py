@@ -149,7 +149,7 @@ def test_cli_passes_precision_and_threads(photos, monkeypatch, fake):
     assert calls == [{}, {"threads": 3}, {"precision": "bf16"}]
 
 
-def test_decoding_from_one_open_file_equals_load_image(tmp_path):
+def test_decoding_from_one_open_file_equals_load_pixels(tmp_path):
     paths = [*sorted(SAMPLES.glob("*.jpg")), exif_rotated_jpeg(tmp_path / "rotated.jpg")]
     big = tmp_path / "big.jpg"
     Image.open(SAMPLES / "coffee.jpg").resize((4000, 3000)).save(big, quality=90)

@@ -91,6 +91,13 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu",
     )
 
 
+def decode_loader(dataset: DecodeDataset, options: IngestOptions):
+    """The decode stage's DataLoader with `options`' data-path settings (ingest and the
+    benchmark's decode measure build it here, so both run the same stage)."""
+    return make_loader(dataset, options.batch_size, options.workers, options.pin_memory,
+                       options.prefetch_batches, options.worker_priority)
+
+
 @dataclass
 class Summary:
     new: int = 0
@@ -254,9 +261,7 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
     events.start(len(plan.tasks))
     if plan.tasks:
         dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
-        loader = make_loader(dataset, options.batch_size, options.workers, options.pin_memory,
-                             options.prefetch_batches, options.worker_priority)
-        for batch in loader:
+        for batch in decode_loader(dataset, options):
             captions = iter(caption_images(captioner, batch.images))
             summary.captioned += 0 if batch.images is None else len(batch.images)
             changes = Changes()
