@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -16,6 +17,7 @@ from fakes import solid
 from helpers import check_library
 
 RUNNER = Path(__file__).with_name("run_fake_ingest.py")
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
 
 def skipping_lines(stderr: str) -> list[str]:
@@ -146,3 +148,76 @@ def _run_without_root_powers(args: list[str], library: Path) -> tuple[int, str]:
     if proc.returncode != 3 and "setpriv" in proc.stderr:
         pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
     return proc.returncode, proc.stderr
+
+
+def _crash_on(names: tuple[str, ...], how: int = signal.SIGSEGV):
+    """A read_file that kills its decode worker, as a crashing native decoder would."""
+    real_read = decode.read_file
+
+    def read(path):
+        if path.endswith(names):
+            os.kill(os.getpid(), how)
+        return real_read(path)
+
+    return read
+
+
+def test_a_file_that_crashes_its_decode_worker_fails_alone(cli, tmp_path, capindex_home,
+                                                           monkeypatch):
+    photos = tmp_path / "photos"
+    for i in range(10):
+        solid(photos / f"p{i}.jpg", (20 * i, 20, 20))
+    crashing = ("p0.jpg", "p3.jpg", "p4.jpg", "p9.jpg")  # first, same batch, last
+    real_read = decode.read_file
+    monkeypatch.setattr(decode, "read_file", _crash_on(crashing))
+    result = cli("ingest", photos, "--workers", "2", "--batch-size", "2")
+    assert result.exit_code == 3, result.output
+    assert sorted(line.split(": ")[0] for line in skipping_lines(result.stderr)) == \
+        [f"skipping {photos}/{name}" for name in crashing]
+    rows = check_library(capindex_home)
+    for i in range(10):
+        row = rows[f"{photos}/p{i}.jpg"]
+        if f"p{i}.jpg" in crashing:
+            assert row["status"] == "error"
+            assert row["error"] == "the image decoder crashed on it (Segmentation fault)"
+        else:
+            assert row["status"] == "ok" and row["caption"] and row["model_id"] == "fake-v1"
+
+    monkeypatch.setattr(decode, "read_file", real_read)
+    # The next run does not read them again (so cannot crash on them) unless asked to.
+    result = cli("ingest", photos, "--workers", "2")
+    assert result.exit_code == 0
+    assert "4 files failed in an earlier run" in result.stderr
+
+
+def test_a_worker_death_that_no_file_explains_still_stops_the_run(monkeypatch):
+    def dying_collate(samples):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(decode, "collate", dying_collate)  # dies after its files were read
+    dataset = decode.DecodeDataset([str(p) for p in sorted(SAMPLES.glob("*.jpg"))])
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        list(decode.decode_batches(dataset, batch_size=2, workers=1))
+
+
+def test_worker_deaths_are_raised_between_batches_not_during_one(tmp_path):
+    seen = []
+
+    def record(signum, frame):  # stands for torch's handler
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGCHLD, record)
+    try:
+        with decode._WorkerWatch(decode._Tracked(decode.DecodeDataset([]), [], 1)) as watch:
+            os.kill(os.getpid(), signal.SIGCHLD)
+            assert seen == [signal.SIGCHLD]  # passed on at once
+            watch.hold()
+            os.kill(os.getpid(), signal.SIGCHLD)
+            for _ in range(1000):  # Python runs signal handlers between bytecodes
+                pass
+            assert seen == [signal.SIGCHLD]  # held while a batch is handled
+            watch.release()
+            assert seen == [signal.SIGCHLD] * 2
+        assert signal.getsignal(signal.SIGCHLD) is record  # put back
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

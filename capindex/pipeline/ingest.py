@@ -23,12 +23,12 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from capindex.indexer import SearchIndex
 from capindex.library import Changes, FileState, Library, utcnow
 from capindex.pipeline.caption import CaptionerLike, caption_images, provenance
-from capindex.pipeline.decode import Decoded, DecodeDataset, make_loader
+from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch, decode_batches
 from capindex.pipeline.discover import Found, catalog_path, discover, is_under
 from capindex.pipeline.write import ParquetMirror, Sinks
 from capindex.schemas import COLUMN_NAMES
@@ -91,11 +91,11 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu",
     )
 
 
-def decode_loader(dataset: DecodeDataset, options: IngestOptions):
-    """The decode stage's DataLoader with `options`' data-path settings (ingest and the
+def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[DecodedBatch]:
+    """The decode stage's batches with `options`' data-path settings (ingest and the
     benchmark's decode measure build it here, so both run the same stage)."""
-    return make_loader(dataset, options.batch_size, options.workers, options.pin_memory,
-                       options.prefetch_batches, options.worker_priority)
+    return decode_batches(dataset, options.batch_size, options.workers, options.pin_memory,
+                          options.prefetch_batches, options.worker_priority)
 
 
 @dataclass
