@@ -7,12 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 import capindex.pipeline.decode as decode
+import capindex.pipeline.supervise as supervise
 from fakes import solid
 from helpers import check_library
 
@@ -197,7 +199,7 @@ def test_a_worker_death_that_no_file_explains_still_stops_the_run(monkeypatch):
     monkeypatch.setattr(decode, "collate", dying_collate)  # dies after its files were read
     dataset = decode.DecodeDataset([str(p) for p in sorted(SAMPLES.glob("*.jpg"))])
     with pytest.raises(RuntimeError, match="DataLoader worker"):
-        list(decode.decode_batches(dataset, batch_size=2, workers=1))
+        list(supervise.decode_batches(dataset, batch_size=2, workers=1))
 
 
 def test_worker_deaths_are_raised_between_batches_not_during_one(tmp_path):
@@ -208,7 +210,7 @@ def test_worker_deaths_are_raised_between_batches_not_during_one(tmp_path):
 
     previous = signal.signal(signal.SIGCHLD, record)
     try:
-        with decode._WorkerWatch(decode._Tracked(decode.DecodeDataset([]), [], 1)) as watch:
+        with supervise._WorkerWatch(supervise._Tracked(decode.DecodeDataset([]), [], 1)) as watch:
             os.kill(os.getpid(), signal.SIGCHLD)
             assert seen == [signal.SIGCHLD]  # passed on at once
             watch.hold()
@@ -221,3 +223,38 @@ def test_worker_deaths_are_raised_between_batches_not_during_one(tmp_path):
         assert signal.getsignal(signal.SIGCHLD) is record  # put back
     finally:
         signal.signal(signal.SIGCHLD, previous)
+
+
+def _decode_all(paths: list[str], read, **limits) -> dict[int, decode.Decoded]:
+    dataset = decode.DecodeDataset(paths, read=read)
+    batches = supervise.decode_batches(dataset, batch_size=2, workers=2, **limits)
+    return {item.index: item for batch in batches for item in batch.items}
+
+
+def test_a_file_that_hangs_its_worker_is_stopped_and_fails_alone(monkeypatch):
+    paths = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+
+    def read(path):
+        if path == paths[1]:
+            time.sleep(20)  # a decoder caught in a loop (for longer than the limit)
+        return decode.read_file(path)
+
+    monkeypatch.setattr(supervise, "_CHECK_EVERY", 0.2)
+    items = _decode_all(paths, read, file_time_limit=1.0)
+    assert sorted(items) == list(range(len(paths)))
+    assert items[1].error == "decoding took over 1 s; stopped"
+    assert all(items[i].has_image for i in items if i != 1)
+
+
+def test_a_slow_file_under_the_time_limit_is_waited_for(monkeypatch):
+    paths = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+
+    def read(path):
+        if path == paths[1]:
+            time.sleep(1.0)  # five checks pass while it is read
+        return decode.read_file(path)
+
+    monkeypatch.setattr(supervise, "_CHECK_EVERY", 0.2)
+    items = _decode_all(paths, read, file_time_limit=30.0)
+    assert sorted(items) == list(range(len(paths)))
+    assert all(item.has_image for item in items.values())

@@ -6,8 +6,7 @@ bytes from memory (reduced-size JPEG decoding, EXIF orientation, any mode to
 RGB), so hashing and decoding overlap with the model running in the main
 process. A file whose content is already captioned (a moved file) is hashed but
 not decoded. A file that cannot be read becomes an item with `error` set; it
-never stops the batch, and neither does a file that kills its worker (a crash in a
-native decoder): `decode_batches` reports that file and goes on with fresh workers.
+never stops the batch. (A file that kills or hangs its worker: `supervise.py`.)
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ import hashlib
 import io
 import os
 import signal
-import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -197,7 +194,7 @@ def _worker_init(_worker_id: int, priority: int = 0) -> None:
     # stop (after the batch it is writing), so workers ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A crash kills the worker quietly (torch's handler would print its own line);
-    # decode_batches reports the file as `skipping PATH: REASON` like any other.
+    # supervise.decode_batches reports the file as `skipping PATH: REASON`.
     for crash in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE):
         signal.signal(crash, signal.SIG_DFL)
     torch.set_num_threads(1)  # decoding is single-threaded; the model owns the cores
@@ -210,11 +207,12 @@ def _worker_init(_worker_id: int, priority: int = 0) -> None:
 
 def make_loader(dataset: DecodeDataset, batch_size: int, workers: int,
                 pin_memory: bool = False, prefetch_batches: int = 2,
-                worker_priority: int = 0) -> DataLoader:
+                worker_priority: int = 0, timeout: float = 0) -> DataLoader:
     """Batches of `DecodedBatch`, in order, decoded by `workers` processes (0: in-process).
 
     Each worker keeps `prefetch_batches` batches ready ahead of the model;
-    `worker_priority` > 0 lowers the workers' CPU priority by that nice value.
+    `worker_priority` > 0 lowers the workers' CPU priority by that nice value;
+    `timeout` > 0: waiting that many seconds for a batch raises RuntimeError.
     """
     return DataLoader(
         dataset,
@@ -226,155 +224,6 @@ def make_loader(dataset: DecodeDataset, batch_size: int, workers: int,
         worker_init_fn=partial(_worker_init, priority=worker_priority) if workers else None,
         prefetch_factor=prefetch_batches if workers else None,
         persistent_workers=False,
+        timeout=timeout if workers else 0,
     )
 
-
-def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
-                   pin_memory: bool = False, prefetch_batches: int = 2,
-                   worker_priority: int = 0) -> Iterator[DecodedBatch]:
-    """`make_loader`'s batches, going on when a worker dies while decoding a file.
-
-    A damaged file can crash a native decoder (a segmentation fault kills the
-    worker, not an exception), and the kernel's OOM killer can kill a worker
-    decoding a huge image. Each worker records in shared memory which file it
-    is reading, so the file a dead worker was reading comes out as an item with
-    `error` set, in a batch of its own, and fresh workers decode the files not
-    yet delivered. A worker that dies between files (or where the death cannot
-    be traced, see `_Tracked.dead`) still raises torch's RuntimeError.
-    """
-    if not workers:  # a crash in the main process ends it; nothing to go on with
-        yield from make_loader(dataset, batch_size, 0)
-        return
-    pending = list(range(len(dataset)))
-    while pending:
-        tracked = _Tracked(dataset, pending, workers)
-        watch = _WorkerWatch(tracked)
-        batches, delivered = None, 0
-        try:
-            batches = iter(make_loader(tracked, batch_size, workers, pin_memory,
-                                       prefetch_batches, worker_priority))
-            with watch:  # after iter(), which installs torch's SIGCHLD handler
-                for batch in batches:
-                    watch.hold()
-                    yield batch
-                    delivered += len(batch.items)
-                    watch.release()  # raises now for a worker that died meanwhile
-            return
-        except (RuntimeError, OSError):  # OSError: a batch whose dead sender cannot pass it on
-            # Looked at before `batches` is shut down and reaps the workers.
-            dead = {**tracked.dead(wait=1.0), **watch.deaths}
-            if not dead:
-                raise
-        del batches
-        yield DecodedBatch([Decoded(index, error="the image decoder crashed on it"
-                                    + (f" ({how})" if how else ""))
-                            for index, how in dead.items()], None)
-        pending = [i for i in pending[delivered:] if i not in dead]
-
-
-class _Tracked(Dataset):
-    """dataset[indices[k]] for k, recording which index each worker is reading."""
-
-    def __init__(self, dataset: DecodeDataset, indices: list[int], workers: int) -> None:
-        self.dataset, self.indices = dataset, indices
-        # (worker pid, dataset index or -1) per worker, shared with the forked workers
-        self.reading = torch.full((workers, 2), -1, dtype=torch.int64).share_memory_()
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int):
-        slot = self.reading.numpy()[torch.utils.data.get_worker_info().id]  # a view, same memory
-        slot[0], slot[1] = os.getpid(), self.indices[k]
-        try:
-            return self.dataset[self.indices[k]]
-        finally:
-            slot[1] = -1
-
-    def dead(self, wait: float = 0.0) -> dict[int, str]:
-        """{index: what ended the worker} for each worker that died reading a file.
-
-        `wait`: seconds to wait for one, for a worker whose exit was seen before it
-        ended (its connections closed; the kernel had not yet reported the exit).
-        """
-        deadline = time.monotonic() + wait
-        while True:
-            found = {}
-            for pid, index in self.reading.tolist():
-                if index >= 0:
-                    ended = _how_it_ended(pid)
-                    if ended is not None:
-                        found[index] = ended
-            if found or time.monotonic() >= deadline:
-                return found
-            time.sleep(0.01)
-
-
-def _how_it_ended(pid: int) -> str | None:
-    """None while child process `pid` runs; else the signal that killed it, as far as known."""
-    if hasattr(os, "waitid"):
-        try:  # WNOWAIT: look at the exit and leave reaping the worker to the DataLoader
-            status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # the DataLoader has reaped it already
-            return ""
-        if status is None:
-            return None
-        if status.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
-            return signal.strsignal(status.si_status) or f"signal {status.si_status}"
-        return f"exit code {status.si_status}"
-    try:  # macOS has no waitid; a worker not yet reaped looks alive here
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return ""
-    return None
-
-
-class _WorkerWatch:
-    """Watches the decode workers' deaths through SIGCHLD, in the main thread.
-
-    torch's DataLoader raises a worker's death from its own SIGCHLD handler, wherever
-    the main thread is. This handler runs first: it notes how a worker that died
-    reading a file ended (`deaths`), before the DataLoader reaps it, then passes
-    the signal on to torch's, except while the consumer handles a batch (captioning
-    it, committing it): that must not be cut in half, so `release` passes it on
-    after. Outside the main thread torch finds a death by polling instead.
-    """
-
-    def __init__(self, tracked: _Tracked) -> None:
-        self.tracked = tracked
-        self.deaths: dict[int, str] = {}
-        self.holding = self.arrived = False
-        self.active = (threading.current_thread() is threading.main_thread()
-                       and hasattr(signal, "SIGCHLD"))
-
-    def __enter__(self) -> "_WorkerWatch":
-        if self.active:
-            self.previous = signal.getsignal(signal.SIGCHLD)  # None: set outside Python
-            signal.signal(signal.SIGCHLD, self._on_sigchld)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.active:
-            signal.signal(signal.SIGCHLD,
-                          signal.SIG_DFL if self.previous is None else self.previous)
-
-    def hold(self) -> None:
-        self.holding = True
-
-    def release(self) -> None:
-        self.holding = False
-        if self.arrived:
-            self.arrived = False
-            self._pass_on()
-
-    def _on_sigchld(self, signum, frame) -> None:
-        # Only what is known: a worker the DataLoader has reaped since looks like "".
-        self.deaths.update((index, how) for index, how in self.tracked.dead().items() if how)
-        if self.holding:
-            self.arrived = True
-        else:
-            self._pass_on()
-
-    def _pass_on(self) -> None:
-        if callable(self.previous):
-            self.previous(signal.SIGCHLD, None)  # torch's: raises if a worker was killed

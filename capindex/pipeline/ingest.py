@@ -28,8 +28,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 from capindex.indexer import SearchIndex
 from capindex.library import Changes, FileState, Library, utcnow
 from capindex.pipeline.caption import CaptionerLike, caption_images, provenance
-from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch, decode_batches
+from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch
 from capindex.pipeline.discover import Found, catalog_path, discover, is_under
+from capindex.pipeline.supervise import decode_batches
 from capindex.pipeline.write import ParquetMirror, Sinks
 from capindex.schemas import COLUMN_NAMES
 

@@ -1,0 +1,224 @@
+"""The decode stage, supervised: a file that kills or hangs its worker fails alone.
+
+A damaged file can crash a native decoder (a segmentation fault kills the worker
+process; no exception is raised), the kernel's OOM killer can kill a worker
+decoding a huge image, and a decoder bug can loop forever. Without supervision
+the first stops the whole ingest and the last stalls it, and the next run meets
+the same file again.
+
+    for batch in decode_batches(dataset, batch_size, workers, ...):  # DecodedBatch
+
+Each worker records in shared memory which file it is reading and since when.
+When a worker dies, or has been reading one file for `FILE_TIME_LIMIT` seconds
+(it is then killed), that file comes out as an item with `error` set, in a batch
+of its own, and fresh workers decode the files not yet delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Iterator
+
+import torch
+from torch.utils.data import Dataset
+
+from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch, make_loader
+
+# A worker reading one file for this long is stopped and the file fails. Decoding the
+# largest image allowed (120 MP) takes seconds; this leaves room for slow disks and
+# machines, and for workers at low priority.
+FILE_TIME_LIMIT = 300.0
+# How often, while waiting for a batch, the files being read are checked against the limit.
+_CHECK_EVERY = 30.0
+
+
+def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
+                   pin_memory: bool = False, prefetch_batches: int = 2,
+                   worker_priority: int = 0,
+                   file_time_limit: float = FILE_TIME_LIMIT) -> Iterator[DecodedBatch]:
+    """`decode.make_loader`'s batches, going on when a worker dies or hangs on a file.
+
+    A worker that dies between files (or whose death cannot be traced, see
+    `_how_it_ended`) still raises torch's RuntimeError.
+    """
+    if not workers:  # a crash in the main process ends it; nothing to go on with
+        yield from make_loader(dataset, batch_size, 0)
+        return
+    pending = list(range(len(dataset)))
+    while pending:
+        tracked = _Tracked(dataset, pending, workers)
+        delivered = 0
+        try:  # a worker can die before iter() returns
+            batches = iter(make_loader(tracked, batch_size, workers, pin_memory, prefetch_batches,
+                                       worker_priority, min(_CHECK_EVERY, file_time_limit)))
+        except RuntimeError:
+            failed = tracked.failed({})
+            if not failed:
+                raise
+        else:
+            with _WorkerWatch(tracked) as watch:  # after iter(), which installs torch's handler
+                try:
+                    while (batch := _next_batch(batches, tracked, watch,
+                                                file_time_limit)) is not None:
+                        watch.hold()
+                        yield batch
+                        delivered += len(batch.items)
+                        watch.release()  # raises now for a worker that died meanwhile
+                    return
+                except (RuntimeError, OSError):  # OSError: a batch its dead sender cannot pass on
+                    watch.hold()  # deaths are only noted from here on
+                    failed = tracked.failed(watch.deaths)  # before `batches` reaps the workers
+                    if not failed:  # not a death that a file explains
+                        raise
+            del batches
+        yield DecodedBatch([Decoded(index, error=reason) for index, reason in failed.items()], None)
+        pending = [i for i in pending[delivered:] if i not in failed]
+
+
+def _next_batch(batches, tracked: _Tracked, watch: _WorkerWatch,
+                limit: float) -> DecodedBatch | None:
+    """The next batch (None after the last); stops a worker that is over the time limit."""
+    while True:
+        try:
+            return next(batches)
+        except StopIteration:
+            return None
+        except RuntimeError as exc:
+            if "timed out" not in str(exc):  # torch's "DataLoader timed out after N seconds"
+                raise
+            watch.hold()
+            if tracked.stop_overdue(limit):
+                raise
+            watch.release()  # only slow: wait on (torch's iterator resumes after a timeout)
+
+
+class _Tracked(Dataset):
+    """dataset[indices[k]] for k, recording which index each worker is reading, and since when."""
+
+    def __init__(self, dataset: DecodeDataset, indices: list[int], workers: int) -> None:
+        self.dataset, self.indices = dataset, indices
+        # (worker pid, dataset index or -1, start in monotonic ns) per worker, shared with
+        # the forked workers
+        self.reading = torch.full((workers, 3), -1, dtype=torch.int64).share_memory_()
+        self.overdue: dict[int, str] = {}  # index -> reason, for workers stopped by the limit
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        slot = self.reading.numpy()[torch.utils.data.get_worker_info().id]  # a view, same memory
+        slot[0], slot[2], slot[1] = os.getpid(), time.monotonic_ns(), self.indices[k]
+        try:
+            return self.dataset[self.indices[k]]
+        finally:
+            slot[1] = -1
+
+    def dead(self, wait: float = 0.0) -> dict[int, str]:
+        """{index: how the worker ended} for each worker that died reading a file.
+
+        `wait`: seconds to wait for one, for a worker whose end was seen before it
+        ended (its connections closed; the kernel had not yet reported the exit).
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            found = {}
+            for pid, index, _ in self.reading.tolist():
+                if index >= 0:
+                    ended = _how_it_ended(pid)
+                    if ended is not None:
+                        found[index] = ended
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.01)
+
+    def failed(self, deaths: dict[int, str]) -> dict[int, str]:
+        """{index: reason} for the files that ended a worker, after the loader raised.
+
+        `deaths`: what the SIGCHLD handler saw before the DataLoader reaped a worker.
+        """
+        dead = {**self.dead(wait=1.0), **deaths}
+        return {index: self.overdue.get(index) or "the image decoder crashed on it"
+                + (f" ({how})" if how else "") for index, how in dead.items()}
+
+    def stop_overdue(self, limit: float) -> bool:
+        """Kill each worker that has been reading one file for `limit` s; True if any was."""
+        now = time.monotonic_ns()
+        for pid, index, since in self.reading.tolist():
+            if index >= 0 and now - since >= limit * 1e9:
+                self.overdue[index] = f"decoding took over {limit:g} s; stopped"
+                os.kill(pid, signal.SIGKILL)
+        return bool(self.overdue) and bool(self.dead(wait=5.0))
+
+
+def _how_it_ended(pid: int) -> str | None:
+    """None while child process `pid` runs; else the signal that killed it, as far as known."""
+    if hasattr(os, "waitid"):
+        try:  # WNOWAIT: look at the exit and leave reaping the worker to the DataLoader
+            status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # the DataLoader has reaped it already
+            return ""
+        if status is None:
+            return None
+        if status.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            return signal.strsignal(status.si_status) or f"signal {status.si_status}"
+        return f"exit code {status.si_status}"
+    try:  # macOS has no waitid; a worker not yet reaped looks alive here
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    return None
+
+
+class _WorkerWatch:
+    """Watches the decode workers' deaths through SIGCHLD, in the main thread.
+
+    torch's DataLoader raises a worker's death from its own SIGCHLD handler, wherever
+    the main thread is. This handler runs first: it notes how a worker that died
+    reading a file ended (`deaths`), before the DataLoader reaps it, then passes
+    the signal on to torch's, except while held: while the consumer handles a batch
+    (captioning it, committing it: that must not be cut in half, so `release` passes
+    it on after) and while a death is being looked into. Outside the main thread
+    torch finds a death by polling instead.
+    """
+
+    def __init__(self, tracked: _Tracked) -> None:
+        self.tracked = tracked
+        self.deaths: dict[int, str] = {}
+        self.holding = self.arrived = False
+        self.active = (threading.current_thread() is threading.main_thread()
+                       and hasattr(signal, "SIGCHLD"))
+
+    def __enter__(self) -> _WorkerWatch:
+        if self.active:
+            self.previous = signal.getsignal(signal.SIGCHLD)  # None: set outside Python
+            signal.signal(signal.SIGCHLD, self._on_sigchld)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.active:
+            signal.signal(signal.SIGCHLD,
+                          signal.SIG_DFL if self.previous is None else self.previous)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def release(self) -> None:
+        self.holding = False
+        if self.arrived:
+            self.arrived = False
+            self._pass_on()
+
+    def _on_sigchld(self, signum, frame) -> None:
+        # Only what is known: a worker the DataLoader has reaped since looks like "".
+        self.deaths.update((index, how) for index, how in self.tracked.dead().items() if how)
+        if self.holding:
+            self.arrived = True
+        else:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        if callable(self.previous):
+            self.previous(signal.SIGCHLD, None)  # torch's: raises if a worker was killed
