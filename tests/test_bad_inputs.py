@@ -152,13 +152,13 @@ def _run_without_root_powers(args: list[str], library: Path) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
-def _crash_on(names: tuple[str, ...], how: int = signal.SIGSEGV):
+def _crash_on(names: tuple[str, ...]):
     """A read_file that kills its decode worker, as a crashing native decoder would."""
     real_read = decode.read_file
 
     def read(path):
         if path.endswith(names):
-            os.kill(os.getpid(), how)
+            os.kill(os.getpid(), signal.SIGSEGV)
         return real_read(path)
 
     return read
@@ -202,7 +202,7 @@ def test_a_worker_death_that_no_file_explains_still_stops_the_run(monkeypatch):
         list(supervise.decode_batches(dataset, batch_size=2, workers=1))
 
 
-def test_worker_deaths_are_raised_between_batches_not_during_one(tmp_path):
+def test_worker_deaths_are_raised_between_batches_not_during_one():
     seen = []
 
     def record(signum, frame):  # stands for torch's handler

@@ -226,4 +226,3 @@ def make_loader(dataset: DecodeDataset, batch_size: int, workers: int,
         persistent_workers=False,
         timeout=timeout if workers else 0,
     )
-

@@ -1,7 +1,7 @@
 """`capindex ingest`: discover -> decode -> caption -> write, incrementally.
 
     plan = plan_ingest(catalogue, discover(paths))        # stat only, no file opened
-    for batch in DataLoader(DecodeDataset(plan.tasks)):    # workers: read, hash, decode
+    for batch in decode_batches(DecodeDataset(paths)):    # workers: read, hash, decode
         captions = caption_images(captioner, batch.images) # main process: the model
         sinks.write(changes)                               # SQLite commit, Parquet, Whoosh
 
