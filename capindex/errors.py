@@ -35,6 +35,16 @@ class QuerySyntaxError(CapindexError):
         )
 
 
+class DecodeWorkerDied(CapindexError):
+    """A decode worker died between files, so no file can be blamed and skipped."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(
+            f"a decode worker process died between files ({how or 'killed'}); what was "
+            "committed is kept: run the same command again to go on"
+        )
+
+
 class ModelError(CapindexError):
     """A model checkpoint is missing, unreadable or not a capindex checkpoint."""
 

@@ -15,6 +15,7 @@ import pytest
 
 import capindex.pipeline.decode as decode
 import capindex.pipeline.supervise as supervise
+from capindex.errors import DecodeWorkerDied
 from fakes import solid
 from helpers import check_library
 
@@ -198,7 +199,7 @@ def test_a_worker_death_that_no_file_explains_still_stops_the_run(monkeypatch):
 
     monkeypatch.setattr(decode, "collate", dying_collate)  # dies after its files were read
     dataset = decode.DecodeDataset([str(p) for p in sorted(SAMPLES.glob("*.jpg"))])
-    with pytest.raises(RuntimeError, match="DataLoader worker"):
+    with pytest.raises(DecodeWorkerDied, match=r"died between files \(Killed\)"):
         list(supervise.decode_batches(dataset, batch_size=2, workers=1))
 
 

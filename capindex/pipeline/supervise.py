@@ -25,6 +25,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset
 
+from capindex.errors import DecodeWorkerDied
 from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch, make_loader
 
 # A worker reading one file for this long is stopped and the file fails. Decoding the
@@ -41,8 +42,8 @@ def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
                    file_time_limit: float = FILE_TIME_LIMIT) -> Iterator[DecodedBatch]:
     """`decode.make_loader`'s batches, going on when a worker dies or hangs on a file.
 
-    A worker that dies between files (or whose death cannot be traced, see
-    `_how_it_ended`) still raises torch's RuntimeError.
+    A worker that dies between files stops the run with DecodeWorkerDied (or torch's
+    RuntimeError where the death cannot be traced, see `_how_it_ended`).
     """
     if not workers:  # a crash in the main process ends it; nothing to go on with
         yield from make_loader(dataset, batch_size, 0)
@@ -57,7 +58,7 @@ def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
         except RuntimeError:
             failed = tracked.failed({})
             if not failed:
-                raise
+                tracked.raise_unexplained({})
         else:
             with _WorkerWatch(tracked) as watch:  # after iter(), which installs torch's handler
                 try:
@@ -70,9 +71,9 @@ def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
                     return
                 except (RuntimeError, OSError):  # OSError: a batch its dead sender cannot pass on
                     watch.hold()  # deaths are only noted from here on
-                    failed = tracked.failed(watch.deaths)  # before `batches` reaps the workers
+                    failed = tracked.failed(watch.seen)  # before `batches` reaps the workers
                     if not failed:  # not a death that a file explains
-                        raise
+                        tracked.raise_unexplained(watch.seen)
             del batches
         yield DecodedBatch([Decoded(index, error=reason) for index, reason in failed.items()], None)
         pending = [i for i in pending[delivered:] if i not in failed]
@@ -116,41 +117,54 @@ class _Tracked(Dataset):
         finally:
             slot[1] = -1
 
-    def dead(self, wait: float = 0.0) -> dict[int, str]:
-        """{index: how the worker ended} for each worker that died reading a file.
+    def ended(self, seen: dict[int, tuple[int, str]] | None = None) -> dict[int, tuple[int, str]]:
+        """{pid: (index it was reading or -1, how it ended)} for each worker that has ended.
 
-        `wait`: seconds to wait for one, for a worker whose end was seen before it
-        ended (its connections closed; the kernel had not yet reported the exit).
+        `seen`: what the SIGCHLD handler saw earlier; once the DataLoader has reaped
+        a worker, how it ended is no longer known here ("").
+        """
+        found = {}
+        for pid, index, _ in self.reading.tolist():
+            if pid >= 0 and (how := _how_it_ended(pid)) is not None:
+                found[pid] = (index, how)
+        return {**found, **(seen or {})}
+
+    def failed(self, seen: dict[int, tuple[int, str]], wait: float = 1.0) -> dict[int, str]:
+        """{index: reason} for the files that ended a worker, after the loader raised.
+
+        Waits up to `wait` s for one: the loader can fail on a dying worker's closed
+        connection before the kernel reports that the worker ended.
         """
         deadline = time.monotonic() + wait
         while True:
-            found = {}
-            for pid, index, _ in self.reading.tolist():
-                if index >= 0:
-                    ended = _how_it_ended(pid)
-                    if ended is not None:
-                        found[index] = ended
-            if found or time.monotonic() >= deadline:
-                return found
+            files = {index: how for index, how in self.ended(seen).values() if index >= 0}
+            if files or time.monotonic() >= deadline:
+                return {index: self.overdue.get(index) or "the image decoder crashed on it"
+                        + (f" ({how})" if how else "") for index, how in files.items()}
             time.sleep(0.01)
 
-    def failed(self, deaths: dict[int, str]) -> dict[int, str]:
-        """{index: reason} for the files that ended a worker, after the loader raised.
-
-        `deaths`: what the SIGCHLD handler saw before the DataLoader reaped a worker.
-        """
-        dead = {**self.dead(wait=1.0), **deaths}
-        return {index: self.overdue.get(index) or "the image decoder crashed on it"
-                + (f" ({how})" if how else "") for index, how in dead.items()}
+    def raise_unexplained(self, seen: dict[int, tuple[int, str]]) -> None:
+        """While handling the loader's exception that no file explains: DecodeWorkerDied
+        when a worker has died all the same (between files), else that exception."""
+        for _, how in self.ended(seen).values():
+            raise DecodeWorkerDied(how)
+        raise  # noqa: PLE0704 (the exception being handled)
 
     def stop_overdue(self, limit: float) -> bool:
         """Kill each worker that has been reading one file for `limit` s; True if any was."""
         now = time.monotonic_ns()
+        killed = []
         for pid, index, since in self.reading.tolist():
             if index >= 0 and now - since >= limit * 1e9:
                 self.overdue[index] = f"decoding took over {limit:g} s; stopped"
                 os.kill(pid, signal.SIGKILL)
-        return bool(self.overdue) and bool(self.dead(wait=5.0))
+                killed.append(pid)
+        deadline = time.monotonic() + 5.0
+        while killed and time.monotonic() < deadline:
+            if set(killed) <= set(self.ended()):
+                return True
+            time.sleep(0.01)
+        return False
 
 
 def _how_it_ended(pid: int) -> str | None:
@@ -176,17 +190,17 @@ class _WorkerWatch:
     """Watches the decode workers' deaths through SIGCHLD, in the main thread.
 
     torch's DataLoader raises a worker's death from its own SIGCHLD handler, wherever
-    the main thread is. This handler runs first: it notes how a worker that died
-    reading a file ended (`deaths`), before the DataLoader reaps it, then passes
-    the signal on to torch's, except while held: while the consumer handles a batch
-    (captioning it, committing it: that must not be cut in half, so `release` passes
-    it on after) and while a death is being looked into. Outside the main thread
-    torch finds a death by polling instead.
+    the main thread is. This handler runs first: it notes how a worker ended
+    (`seen`) before the DataLoader reaps it, then passes the signal on to torch's,
+    except while held: while the consumer handles a batch (captioning it, committing
+    it: that must not be cut in half, so `release` passes it on after) and while a
+    death is being looked into. Outside the main thread torch finds a death by
+    polling instead.
     """
 
     def __init__(self, tracked: _Tracked) -> None:
         self.tracked = tracked
-        self.deaths: dict[int, str] = {}
+        self.seen: dict[int, tuple[int, str]] = {}  # as _Tracked.ended
         self.holding = self.arrived = False
         self.active = (threading.current_thread() is threading.main_thread()
                        and hasattr(signal, "SIGCHLD"))
@@ -213,7 +227,7 @@ class _WorkerWatch:
 
     def _on_sigchld(self, signum, frame) -> None:
         # Only what is known: a worker the DataLoader has reaped since looks like "".
-        self.deaths.update((index, how) for index, how in self.tracked.dead().items() if how)
+        self.seen.update((pid, ended) for pid, ended in self.tracked.ended().items() if ended[1])
         if self.holding:
             self.arrived = True
         else:
