@@ -3,8 +3,8 @@
 A damaged file can crash a native decoder (a segmentation fault kills the worker
 process; no exception is raised), the kernel's OOM killer can kill a worker
 decoding a huge image, and a decoder bug can loop forever. Without supervision
-the first stops the whole ingest and the last stalls it, and the next run meets
-the same file again.
+a crash or a kill stops the whole ingest and a loop stalls it, and the next run
+meets the same file again.
 
     for batch in decode_batches(dataset, batch_size, workers, ...):  # DecodedBatch
 
