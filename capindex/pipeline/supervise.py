@@ -151,7 +151,8 @@ class _Tracked(Dataset):
         raise  # noqa: PLE0704 (the exception being handled)
 
     def stop_overdue(self, limit: float) -> bool:
-        """Kill each worker that has been reading one file for `limit` s; True if any was."""
+        """Kill each worker that has been reading one file for `limit` s; True once any
+        was killed and has ended (within 5 s)."""
         now = time.monotonic_ns()
         killed = []
         for pid, index, since in self.reading.tolist():
