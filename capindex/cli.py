@@ -114,7 +114,8 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     \b
     Exit status:
       0    every file is captioned or was already up to date
-      1    nothing was done (library busy, model missing, ...)
+      1    an error stopped it (library busy, model missing, a decode worker
+           died between files, ...); what was written is kept
       2    bad usage (an unknown option, a PATH that does not exist)
       3    finished, but some files or folders could not be read (see the
            "skipping" lines)
