@@ -56,9 +56,7 @@ def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
             batches = iter(make_loader(tracked, batch_size, workers, pin_memory, prefetch_batches,
                                        worker_priority, min(_CHECK_EVERY, file_time_limit)))
         except RuntimeError:
-            failed = tracked.failed({})
-            if not failed:
-                tracked.raise_unexplained({})
+            failed = tracked.blame({})
         else:
             with _WorkerWatch(tracked) as watch:  # after iter(), which installs torch's handler
                 try:
@@ -71,9 +69,7 @@ def decode_batches(dataset: DecodeDataset, batch_size: int, workers: int,
                     return
                 except (RuntimeError, OSError):  # OSError: a batch its dead sender cannot pass on
                     watch.hold()  # deaths are only noted from here on
-                    failed = tracked.failed(watch.seen)  # before `batches` reaps the workers
-                    if not failed:  # not a death that a file explains
-                        tracked.raise_unexplained(watch.seen)
+                    failed = tracked.blame(watch.seen)  # before `batches` reaps the workers
             del batches
         yield DecodedBatch([Decoded(index, error=reason) for index, reason in failed.items()], None)
         pending = [i for i in pending[delivered:] if i not in failed]
@@ -129,26 +125,27 @@ class _Tracked(Dataset):
                 found[pid] = (index, how)
         return {**found, **(seen or {})}
 
-    def failed(self, seen: dict[int, tuple[int, str]], wait: float = 1.0) -> dict[int, str]:
-        """{index: reason} for the files that ended a worker, after the loader raised.
+    def blame(self, seen: dict[int, tuple[int, str]], wait: float = 1.0) -> dict[int, str]:
+        """While handling the loader's exception: {index: reason} for the files that ended
+        a worker. With none, DecodeWorkerDied when a worker died all the same (between
+        files), else the loader's exception itself.
 
-        Waits up to `wait` s for one: the loader can fail on a dying worker's closed
-        connection before the kernel reports that the worker ended.
+        Waits up to `wait` s for such a file: the loader can fail on a dying worker's
+        closed connection before the kernel reports that the worker ended.
         """
         deadline = time.monotonic() + wait
         while True:
-            files = {index: how for index, how in self.ended(seen).values() if index >= 0}
-            if files or time.monotonic() >= deadline:
+            ended = self.ended(seen)
+            files = {index: how for index, how in ended.values() if index >= 0}
+            if files:
                 return {index: self.overdue.get(index) or "the image decoder crashed on it"
                         + (f" ({how})" if how else "") for index, how in files.items()}
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.01)
-
-    def raise_unexplained(self, seen: dict[int, tuple[int, str]]) -> None:
-        """While handling the loader's exception that no file explains: DecodeWorkerDied
-        when a worker has died all the same (between files), else that exception."""
-        for _, how in self.ended(seen).values():
+        for _, how in ended.values():
             raise DecodeWorkerDied(how)
-        raise  # noqa: PLE0704 (the exception being handled)
+        raise  # noqa: PLE0704 (the exception being handled: not a death)
 
     def stop_overdue(self, limit: float) -> bool:
         """Kill each worker that has been reading one file for `limit` s; True once any
