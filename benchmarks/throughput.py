@@ -244,11 +244,13 @@ def measure_decode(paths: list[Path], options, keep: int = 0):
 
 
 def measure_model(captioner, tensors: list, batch_size: int) -> dict:
-    """Captioner.caption_batch on in-memory tensors (one untimed warm-up batch first)."""
+    """Captioner.caption_batch on in-memory tensors: the steady state, so one batch of each
+    size is captioned untimed first (a new size costs set-up: cuDNN's, oneDNN's)."""
     import torch
 
     batches = [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
-    captioner.caption_batch(batches[0])
+    for size in sorted({len(batch) for batch in batches}, reverse=True):
+        captioner.caption_batch(next(batch for batch in batches if len(batch) == size))
     started = time.perf_counter()
     for batch in batches:
         captioner.caption_batch(batch)
@@ -339,7 +341,7 @@ def capindex_command() -> list[str]:
     script = Path(sys.executable).with_name("capindex")
     if script.is_file():
         return [sys.executable, str(script)]
-    return [sys.executable, "-c", "import sys; from capindex.cli import main; sys.exit(main())"]
+    return [sys.executable, "-m", "capindex"]
 
 
 def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,

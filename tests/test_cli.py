@@ -61,6 +61,13 @@ def test_help_does_not_import_heavy_modules():
     assert out.stdout.strip().endswith("[]")
 
 
+
+def test_python_dash_m_runs_the_command():
+    out = subprocess.run([sys.executable, "-m", "capindex", "search", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("Usage: capindex search ")
+
+
 def test_export_formats_agree():
     assert EXPORT_FORMATS == FORMATS
 
