@@ -89,8 +89,8 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
                    "[default: one per core]")
 @click.option("--precision", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="Encoder arithmetic: auto is fp32; bf16 or fp16 autocast is faster on a "
-                   "GPU, captions may differ slightly (fp16 runs fp32 on a CPU).")
+              help="Encoder arithmetic: auto is fp32; bf16 autocast is faster on CPUs with "
+                   "AVX512-BF16, and changes some captions (fp16 runs fp32 on a CPU).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files and folders whose name or path relative to PATH matches; "
                    "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
