@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (docs/performance.md, "GPU"): run on the device machine from
-# the repository root, with .whl/ carried (benchmarks/device/fetch_wheels.sh). Writes one
-# JSON per configuration and a log to $OUT (default gpu-results/). About 4-6 minutes.
-# One round per configuration (ROUNDS=N for more): the configurations are the side by side.
-#   DEVICE=cpu IMAGES=8 PYTHON=.venv/bin/python bash benchmarks/device/gpu_benchmark.sh
-# runs the same script on a CPU machine as a smoke test.
+# The prepared GPU check (docs/performance.md, "GPU"): run on the device machine from the
+# repository root, with .whl/ carried (benchmarks/device/fetch_wheels.sh) and, for the
+# caption comparison on real photos, .photos/ (any folder of JPEGs; PHOTOS=DIR). Writes
+# one JSON per configuration, a cProfile of one ingest, nvidia-smi's utilisation and a log
+# to $RESULTS (default gpu-results/), and, where the device tool's $OUT is set, all of it
+# as $OUT/gpu-results.tgz. Steps run in order of importance and stop at LIMIT seconds
+# (default 420), so give the device call a timeout of LIMIT + 60.
+#   DEVICE=cpu IMAGES=8 COMPARE=8 BATCHES=8 PYTHON=.venv/bin/python bash benchmarks/device/gpu_benchmark.sh
+# runs the same steps on a CPU machine as a smoke test (move .whl/ aside first).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out=${OUT:-gpu-results}
+deadline=$(( $(date +%s) + ${LIMIT:-420} ))
+out=${RESULTS:-gpu-results}
 mkdir -p "$out"
 py=${PYTHON:-python3}
 if [ -d .whl ]; then
@@ -16,26 +20,57 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/capindex-site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# The device image writes no bytecode: without this every process compiled ~1,700 modules (3 s).
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/capindex-pycache
 device=${DEVICE:-cuda}
-images=${IMAGES:-300}
-data=/tmp/capindex-bench-data  # the generated JPEGs, made once, shared by the runs
+images=${IMAGES:-1000}
+photos=${PHOTOS:-.photos}
+data=/tmp/capindex-bench-data  # the generated JPEGs, made once, shared by the steps
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi dmon -s u -o T -d 1 >"$out/gpu-utilisation.txt" 2>&1 &
+    dmon=$!
+fi
+step() {  # name, command...: run with the time left before the deadline
+    local name=$1 left=$(( deadline - $(date +%s) ))
+    shift
+    if [ "$left" -lt 20 ]; then echo "== $name: skipped, out of time"; return; fi
+    echo "== $name: $*"
+    timeout "$left" "$@" || echo "== $name: failed or cut off (exit $?)"
+}
+bench() {  # name, then throughput.py options
+    local name=$1
+    shift
+    step "$name" "$py" benchmarks/throughput.py --device "$device" --images "$images" \
+        --data-dir "$data" --search-docs 0 --rounds "${ROUNDS:-1}" --out "$out/$name.json" "$@"
+}
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
     "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-    bench() {  # name, then throughput.py options
-        local name=$1; shift
-        echo "== $name: $*"
-        "$py" benchmarks/throughput.py --device "$device" --images "$images" --data-dir "$data" \
-            --search-docs 0 --rounds "${ROUNDS:-1}" --out "$out/$name.json" "$@" \
-            || echo "== $name failed"
-    }
-    # Side by side on one machine: precision, batch size, channels-last (on only under
-    # half precision on a GPU), decode workers (default CPUs - 1). Memory at two sizes once.
-    bench fp32-b64 --batch-size 64 --memory-sizes ""
+    echo "CPUs: $(nproc)"
+    # The whole run with the defaults (fp32, batch 64, min(8, CPUs - 1) decode workers),
+    # memory at two sizes; then one knob changed at a time; then one run profiled.
+    bench fp32-b64 --batch-size 64 --memory-sizes "$images,$((images * 4))"
+    bench fp32-b128 --batch-size 128 --memory-sizes ""
     bench bf16-b64 --batch-size 64 --precision bf16 --memory-sizes ""
-    bench fp16-b64 --batch-size 64 --precision fp16 --memory-sizes ""
-    bench bf16-b128 --batch-size 128 --precision bf16 --memory-sizes ""
-    bench bf16-b64-w4 --batch-size 64 --precision bf16 --workers 4 --memory-sizes ""
-    bench bf16-b64-memory --batch-size 64 --precision bf16 --sets small \
-        --memory-sizes "$((images)),$((images * 10))"
+    bench fp32-b64-w15 --batch-size 64 --workers 15 --memory-sizes ""
+    bench fp32-b64-profiled --batch-size 64 --sets small --memory-sizes "" --profile "$out/profile"
+    # The model alone: precision x channels-last x batch size, and captions against the CPU's.
+    step model-sweep "$py" benchmarks/device/model_sweep.py --device "$device" \
+        --images "$images" --data-dir "$data" --batches "${BATCHES:-64,256}" \
+        --compare "${COMPARE:-256}" $([ -d "$photos" ] && echo --photos "$photos") \
+        --out "$out/model-sweep.json"
+    # One batch's time: first call, each new batch size, encoder and search in the steady state.
+    if [ -d "$photos" ]; then
+        for setting in "fp32 0 0" "fp32 0 1" "bf16 1 0" "bf16 0 0"; do
+            set -- $setting
+            step "timing $setting" "$py" benchmarks/device/gpu_timing.py --photos "$photos" \
+                --device "$device" --precision "$1" --channels-last "$2" --cudnn-benchmark "$3"
+        done
+    fi
 } 2>&1 | tee "$out/log.txt"
+[ -n "${dmon:-}" ] && kill "$dmon"
+if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/gpu-results.tgz" -C "$(dirname "$out")" "$(basename "$out")"
+fi
+exit 0
