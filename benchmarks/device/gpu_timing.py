@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -93,10 +94,9 @@ def main(argv=None) -> dict:
         greedy_ms.append(timed(lambda: captioner.caption_features(features)))
         captioner.beam_size = 3
         whole_ms.append(timed(lambda: captioner.caption_batch(images)))
-    mean = lambda values: round(sum(values) / len(values), 2)  # noqa: E731
-    result.update(encoder_ms=mean(encoder_ms), beam_search_ms=mean(beam_ms),
-                  greedy_search_ms=mean(greedy_ms), caption_batch_ms=mean(whole_ms),
-                  caption_batch_images_per_s=round(args.batch * 1000 / mean(whole_ms), 1))
+    result.update(encoder_ms=_mean(encoder_ms), beam_search_ms=_mean(beam_ms),
+                  greedy_search_ms=_mean(greedy_ms), caption_batch_ms=_mean(whole_ms),
+                  caption_batch_images_per_s=round(args.batch * 1000 / _mean(whole_ms), 1))
     print(json.dumps(result), flush=True)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -110,6 +110,10 @@ def main(argv=None) -> dict:
         if args.device == "cuda":
             print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12))
     return result
+
+
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 2)
 
 
 if __name__ == "__main__":
