@@ -53,7 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_images"
 SETS = {"small": (500, 375), "large": (4000, 3000)}
-DATA_VERSION = 1  # bump when the generated images change (a --data-dir is then remade)
+DATA_VERSION = 2  # bump when the generated images change (a --data-dir is then remade)
 
 
 def log(message: str) -> None:
@@ -155,43 +155,70 @@ def _with_comment(jpeg: bytes, text: str) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
 
 
+_SOURCES: list = []  # the sample photos, for the processes that make small images
+
+
+def _make_small(task: tuple[str, int, int]) -> None:
+    """One small JPEG, from its own seed: image i is the same whatever the set's size."""
+    import numpy as np
+
+    path, index, seed = task
+    rng = random.Random(f"small-{seed}-{index}")
+    img = _add_noise(_texture(rng, SETS["small"], _SOURCES),
+                     np.random.default_rng([seed, index]), sigma=3.0)
+    img.save(path, "JPEG", quality=rng.choice([85, 90, 95]))
+
+
+def _on_every_core(function, tasks: list) -> None:
+    """function(task) for each task, in forked processes (here where fork is unavailable)."""
+    import multiprocessing
+
+    if len(tasks) < 64 or "fork" not in multiprocessing.get_all_start_methods():
+        for task in tasks:
+            function(task)
+        return
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        for _ in pool.imap_unordered(function, tasks, chunksize=16):
+            pass
+
+
 def make_set(directory: Path, name: str, count: int, seed: int = 0) -> list[Path]:
-    """`count` JPEGs of set `name` in `directory` (reused when already there)."""
+    """`count` JPEGs of set `name` in `directory` (reused when that many or more are there)."""
     import numpy as np
     from PIL import Image
 
     manifest = directory / "manifest.json"
-    want = {"version": DATA_VERSION, "set": name, "count": count, "seed": seed}
+    want = {"version": DATA_VERSION, "set": name, "seed": seed}
     paths = [directory / f"{name}_{i:05d}.jpg" for i in range(count)]
-    if manifest.is_file() and json.loads(manifest.read_text()) == want \
-            and all(p.is_file() for p in paths):
-        return paths
+    if manifest.is_file():
+        have = json.loads(manifest.read_text())
+        if ({k: have.get(k) for k in want} == want and have.get("count", 0) >= count
+                and all(p.is_file() for p in paths)):
+            return paths
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    sources = [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*.jpg"))]
-    rng = random.Random(f"{name}-{seed}")
-    np_rng = np.random.default_rng(seed)
-    size = SETS[name]
+    _SOURCES[:] = [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*.jpg"))]
     started = time.monotonic()
     if name == "small":
-        for i, path in enumerate(paths):
-            img = _add_noise(_texture(rng, size, sources), np_rng, sigma=3.0)
-            img.save(path, "JPEG", quality=rng.choice([85, 90, 95]))
+        _on_every_core(_make_small, [(str(path), i, seed) for i, path in enumerate(paths)])
     else:
         # Distinct 12 MP frames are slow to make (~0.5 s each); the set cycles through
         # a pool of them, each file made unique by a JPEG comment (decode work is the same).
+        rng = random.Random(f"{name}-{seed}")
+        np_rng = np.random.default_rng(seed)
+        size = SETS[name]
         pool = min(count, 16)
         field = np_rng.normal(0, 5.0, size=(size[1], size[0], 1)).astype(np.int16)
         frames = []
         for i in range(pool):
-            img = _add_noise(_texture(rng, size, sources), np_rng, 5.0, noise_field=field)
+            img = _add_noise(_texture(rng, size, _SOURCES), np_rng, 5.0, noise_field=field)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=92, exif=_camera_exif(i))
             frames.append(buf.getvalue())
         for i, path in enumerate(paths):
             path.write_bytes(_with_comment(frames[i % pool], f"capindex benchmark image {i}"))
-    manifest.write_text(json.dumps(want))
+    manifest.write_text(json.dumps({**want, "count": count}))
     log(f"made {count} {name} images in {directory} ({time.monotonic() - started:.1f} s)")
     return paths
 

@@ -72,6 +72,20 @@ def test_large_images_are_distinct_12_megapixel_camera_jpegs(tmp_path):
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
 
 
+
+def test_small_images_are_the_same_whatever_the_set_size(tmp_path):
+    benchmark = load_benchmark()
+    three = benchmark.make_set(tmp_path / "a", "small", 3)
+    two = benchmark.make_set(tmp_path / "b", "small", 2)
+    assert [p.read_bytes() for p in two] == [p.read_bytes() for p in three[:2]]
+    assert len({p.read_bytes() for p in three}) == 3
+    with Image.open(three[0]) as img:
+        assert img.size == (500, 375)
+    # a smaller set is taken from a larger one already made, without remaking it
+    mtimes = [p.stat().st_mtime_ns for p in three]
+    assert benchmark.make_set(tmp_path / "a", "small", 2) == three[:2]
+    assert [p.stat().st_mtime_ns for p in three] == mtimes
+
 def test_rounds_report_the_median_run_and_the_median_ratio():
     side_by_side = load_benchmark().side_by_side
     models = [{"images_per_s": r} for r in (70.0, 50.0, 60.0)]
