@@ -72,7 +72,6 @@ def test_large_images_are_distinct_12_megapixel_camera_jpegs(tmp_path):
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
 
 
-
 def test_small_images_are_the_same_whatever_the_set_size(tmp_path):
     benchmark = load_benchmark()
     three = benchmark.make_set(tmp_path / "a", "small", 3)
@@ -85,6 +84,7 @@ def test_small_images_are_the_same_whatever_the_set_size(tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in three]
     assert benchmark.make_set(tmp_path / "a", "small", 2) == three[:2]
     assert [p.stat().st_mtime_ns for p in three] == mtimes
+
 
 def test_rounds_report_the_median_run_and_the_median_ratio():
     side_by_side = load_benchmark().side_by_side

@@ -61,7 +61,6 @@ def test_help_does_not_import_heavy_modules():
     assert out.stdout.strip().endswith("[]")
 
 
-
 def test_python_dash_m_runs_the_command():
     out = subprocess.run([sys.executable, "-m", "capindex", "search", "--help"],
                          capture_output=True, text=True, check=True)
