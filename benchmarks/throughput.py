@@ -546,7 +546,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3,
                         help="model-only and ingest are measured this many times, alternating; "
                              "the medians are reported (default 3; --quick: 1)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per model call (default: what capindex ingest picks, "
+                             "16 on a CPU and 64 on a GPU)")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode worker processes (default: what capindex ingest picks)")
     parser.add_argument("--threads", type=int, default=None,
@@ -576,7 +578,7 @@ def parse_args(argv=None):
     if args.quick:
         args.images = min(args.images, 4)
         args.rounds = 1
-        args.batch_size = min(args.batch_size, 4)
+        args.batch_size = min(args.batch_size or 4, 4)
         args.search_docs = min(args.search_docs, 500)
         args.queries = min(args.queries, 20)
         if args.memory_sizes is None:
@@ -614,8 +616,8 @@ def main(argv=None) -> dict:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "settings": {"images": args.images, "sets": args.sets, "batch_size": args.batch_size,
-                     "device": args.device, "quick": args.quick},
+        "settings": {"images": args.images, "sets": args.sets, "device": args.device,
+                     "quick": args.quick},
         "sets": {},
         "ratios": {},
         "memory": None,
@@ -626,10 +628,11 @@ def main(argv=None) -> dict:
     try:
         log("loading the model")
         captioner = Captioner.load(args.model, device=args.device, precision=args.precision)
-        options = tuned_options(IngestOptions(batch_size=args.batch_size),
-                                str(captioner.device), args.workers)
-        workers = options.workers
-        results["settings"].update(workers=workers, worker_priority=options.worker_priority,
+        options = tuned_options(IngestOptions(), str(captioner.device), args.workers,
+                                args.batch_size)
+        args.batch_size, workers = options.batch_size, options.workers
+        results["settings"].update(batch_size=args.batch_size, workers=workers,
+                                   worker_priority=options.worker_priority,
                                    pin_memory=options.pin_memory, precision=args.precision,
                                    channels_last=captioner.channels_last,
                                    model_id=captioner.model_id, decoding=captioner.decoding,

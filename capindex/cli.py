@@ -72,8 +72,8 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...",
                 type=click.Path(exists=True, path_type=str))
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 4096),
-              help="Images per model call.")
+@click.option("--batch-size", type=click.IntRange(1, 4096),
+              help="Images per model call.  [default: 16 with the model on the CPU, 64 on a GPU]")
 @click.option("--workers", type=click.IntRange(0, 64),
               help="Processes that read, hash and decode files while the model runs; "
                    "0 does it in the main process.  [default: with the model on the CPU, "
@@ -142,10 +142,10 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
     options = tuned_options(
-        IngestOptions(batch_size=batch_size, exclude=tuple(exclude), recaption=recaption,
-                      retry_failed=retry_failed),
+        IngestOptions(exclude=tuple(exclude), recaption=recaption, retry_failed=retry_failed),
         model_device=str(getattr(captioner, "device", "cpu")),
         workers=workers,
+        batch_size=batch_size,
     )
     events = Progress(quiet)
     try:

@@ -94,12 +94,13 @@ def test_channels_last_by_default_on_cpu_only():
 # -- the data path ---------------------------------------------------------------------
 
 def test_tuned_options_per_device():
-    on_gpu = tuned_options(IngestOptions(batch_size=64), "cuda:0")
+    on_gpu = tuned_options(IngestOptions(), "cuda:0")
     assert on_gpu.pin_memory and on_gpu.worker_priority == 0
     assert on_gpu.batch_size == 64 and on_gpu.workers == default_workers(model_on_gpu=True)
     on_cpu = tuned_options(IngestOptions(), "cpu", workers=3)
     assert not on_cpu.pin_memory and on_cpu.worker_priority == CPU_WORKER_PRIORITY
-    assert on_cpu.workers == 3
+    assert on_cpu.workers == 3 and on_cpu.batch_size == 16
+    assert tuned_options(IngestOptions(), "cuda:0", batch_size=8).batch_size == 8
     assert tuned_options(IngestOptions(), "cpu").workers == default_workers()
     assert [default_workers(n) for n in (1, 2, 64)] == [1, 2, 8]
     assert [default_workers(n, model_on_gpu=True) for n in (1, 2, 64)] == [0, 1, 8]

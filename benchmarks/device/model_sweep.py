@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="capindex-sweep-"))
     paths = throughput.make_set(data_dir / "small", "small", args.images)
-    options = tuned_options(IngestOptions(batch_size=64), "cpu")
+    options = tuned_options(IngestOptions(), "cpu")
     _, tensors = throughput.measure_decode(paths, options, keep=len(paths))
     compared = tensors[:args.compare]
     if args.photos:
