@@ -628,8 +628,8 @@ def main(argv=None) -> dict:
     try:
         log("loading the model")
         captioner = Captioner.load(args.model, device=args.device, precision=args.precision)
-        options = tuned_options(IngestOptions(), str(captioner.device), args.workers,
-                                args.batch_size)
+        options = tuned_options(IngestOptions(batch_size=args.batch_size, workers=args.workers),
+                                str(captioner.device))
         args.batch_size, workers = options.batch_size, options.workers
         results["settings"].update(batch_size=args.batch_size, workers=workers,
                                    worker_priority=options.worker_priority,

@@ -12,12 +12,13 @@ import json
 import signal
 import sys
 import threading
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from capindex.errors import CapindexError
+from capindex.errors import CapindexError, ModelError
 
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")  # = capindex.pipeline.export.FORMATS
 
@@ -28,10 +29,26 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
 
 
 def load_captioner(model_path: Path | None, device: str, precision: str = "auto"):
-    """The real captioner; tests hand in a fake through `main(obj={"load_captioner": ...})`."""
-    from capindex.model.captioner import Captioner
+    """The real captioner, loaded when first used, so that an ingest with nothing to
+    caption imports no torch; tests hand in a fake through `main(obj={"load_captioner": ...})`."""
+    from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+    from capindex.pipeline.caption import DeferredCaptioner
 
-    return Captioner.load(model_path, device=device, precision=precision)
+    path = Path(model_path or DEFAULT_CHECKPOINT)
+    try:
+        weights_hash = checkpoint_sha256(path)
+        archive = zipfile.is_zipfile(path)  # what torch.save writes: a bad file fails at once
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model checkpoint ({exc.strerror})") from exc
+    if not archive:
+        raise ModelError(f"{path}: not a readable checkpoint (not a zip archive)")
+
+    def load():
+        from capindex.model.captioner import Captioner
+
+        return Captioner.load(path, device=device, precision=precision)
+
+    return DeferredCaptioner(weights_hash, load, source=str(path))
 
 
 @contextmanager
@@ -131,7 +148,7 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine; use --device cpu "
                                      "or auto", param_hint="'--device'")
-    from capindex.pipeline.ingest import IngestOptions, ingest as run_ingest, tuned_options
+    from capindex.pipeline.ingest import IngestOptions, ingest as run_ingest
 
     library = _library(ctx)
     if threads:
@@ -141,12 +158,8 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     with _library_errors():
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
-    options = tuned_options(
-        IngestOptions(exclude=tuple(exclude), recaption=recaption, retry_failed=retry_failed),
-        model_device=str(getattr(captioner, "device", "cpu")),
-        workers=workers,
-        batch_size=batch_size,
-    )
+    options = IngestOptions(batch_size=batch_size, workers=workers, exclude=tuple(exclude),
+                            recaption=recaption, retry_failed=retry_failed)
     events = Progress(quiet)
     try:
         with _library_errors(), _stop_on_sigint() as stop:

@@ -141,6 +141,16 @@ def test_model_that_cannot_load_is_one_line(photos):
     assert result.stderr == "Error: missing.pt: no such model checkpoint\n"
 
 
+def test_a_checkpoint_that_is_no_checkpoint_fails_before_the_run(photos, tmp_path,
+                                                                   capindex_home):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    result = CliRunner().invoke(main, ["ingest", str(photos), "--model", str(junk)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {junk}: not a readable checkpoint (not a zip archive)\n"
+    assert not (capindex_home / "catalog.sqlite").exists()
+
+
 def test_ingest_ok_exits_0_and_prints_a_summary(cli, photos):
     result = cli("ingest", photos, "--workers", "0")
     assert result.exit_code == 0, result.output

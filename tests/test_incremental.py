@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 
 import capindex.pipeline.decode as decode
+from capindex.pipeline.caption import DeferredCaptioner
 from fakes import FakeCaptioner, solid
 from helpers import check_library
 
@@ -30,6 +32,28 @@ def search(cli, query) -> list[str]:
     result = cli("search", query, "--json")
     assert result.exit_code == 0, result.output
     return [hit["path"] for hit in json.loads(result.stdout)]
+
+
+def test_the_model_is_loaded_only_when_there_is_something_to_read(cli, photos, ingested, fake):
+    def must_not_load():
+        raise AssertionError("the model was loaded")
+
+    unused = DeferredCaptioner(fake.weights_hash, must_not_load)
+    result = cli("ingest", photos, "--workers", "0", captioner=unused)
+    assert result.exit_code == 0, result.output
+    assert summary_line(result).startswith("0 new, 4 unchanged, 0 moved, 0 failed")
+
+    def slow_load():
+        time.sleep(1.5)
+        return fake
+
+    solid(photos / "new.jpg", (200, 100, 0))
+    result = cli("ingest", photos, "--workers", "0", captioner=DeferredCaptioner(
+        fake.weights_hash, slow_load))
+    assert result.exit_code == 0, result.output
+    line = summary_line(result)
+    assert line.startswith("1 new, 4 unchanged, 0 moved, 0 failed; 1 captioned in ")
+    assert float(line.split(" captioned in ")[1].split(" s ")[0]) < 1.5  # loading is not the run
 
 
 def test_unchanged_files_are_not_opened(cli, photos, ingested, capindex_home, fake, monkeypatch):

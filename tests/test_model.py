@@ -19,6 +19,8 @@ from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import image_tensor, load_pixels, resize, to_image, to_pixels
 from capindex.model.search import _banned_by_trigrams, beam_search, greedy_search
 from capindex.model.vocab import Vocabulary, tokenize
+from capindex.pipeline.caption import DeferredCaptioner
+from fakes import FakeCaptioner
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 CAPTIONS = ["a dog runs on the grass", "a man rides a red bike down the road",
@@ -119,6 +121,17 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     junk.write_text("not a checkpoint")
     with pytest.raises(ModelError, match=r"junk\.pt: not a readable checkpoint"):
         load_checkpoint(junk)
+
+
+def test_deferred_captioner_loads_on_first_use_only():
+    real = FakeCaptioner()
+    loads = []
+    deferred = DeferredCaptioner(real.weights_hash, lambda: loads.append(1) or real)
+    assert deferred.weights_hash == real.weights_hash and loads == []  # enough to plan a run
+    assert (deferred.model_id, deferred.decoding) == (real.model_id, real.decoding)
+    assert deferred.caption_batch == real.caption_batch and loads == [1]
+    with pytest.raises(ModelError, match=r"m\.pt: the file changed while capindex ran"):
+        DeferredCaptioner("another hash", lambda: real, source="m.pt").model_id
 
 
 def test_shipped_checkpoint_captions_a_sample_image(shipped):

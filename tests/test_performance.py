@@ -21,7 +21,7 @@ from capindex.indexer import SearchIndex
 from capindex.model.captioner import Captioner, autocast_dtype, use_channels_last
 from capindex.model.preprocess import image_tensor, normalize
 from capindex.pipeline.decode import DecodeDataset, decode_image, make_loader
-from capindex.pipeline.ingest import (CPU_WORKER_PRIORITY, IngestOptions, Summary,
+from capindex.pipeline.ingest import (CPU_WORKER_PRIORITY, IngestOptions,
                                       default_workers, tuned_options)
 from fakes import exif_rotated_jpeg
 
@@ -97,10 +97,10 @@ def test_tuned_options_per_device():
     on_gpu = tuned_options(IngestOptions(), "cuda:0")
     assert on_gpu.pin_memory and on_gpu.worker_priority == 0
     assert on_gpu.batch_size == 64 and on_gpu.workers == default_workers(model_on_gpu=True)
-    on_cpu = tuned_options(IngestOptions(), "cpu", workers=3)
+    on_cpu = tuned_options(IngestOptions(workers=3), "cpu")
     assert not on_cpu.pin_memory and on_cpu.worker_priority == CPU_WORKER_PRIORITY
     assert on_cpu.workers == 3 and on_cpu.batch_size == 16
-    assert tuned_options(IngestOptions(), "cuda:0", batch_size=8).batch_size == 8
+    assert tuned_options(IngestOptions(batch_size=8), "cuda:0").batch_size == 8
     assert tuned_options(IngestOptions(), "cpu").workers == default_workers()
     assert [default_workers(n) for n in (1, 2, 64)] == [1, 2, 8]
     assert [default_workers(n, model_on_gpu=True) for n in (1, 2, 64)] == [0, 1, 8]
@@ -119,11 +119,11 @@ def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, ca
                                               priority):
     seen = {}
 
-    def fake_ingest(library, roots, captioner, options, events, should_stop):
+    def loader(dataset, options):  # what ingest hands the decode stage, once it has files
         seen["options"] = options
-        return Summary()
+        return iter(())
 
-    monkeypatch.setattr("capindex.pipeline.ingest.ingest", fake_ingest)
+    monkeypatch.setattr("capindex.pipeline.ingest.decode_loader", loader)
     result = cli("ingest", photos, "--workers", "2", captioner=captioner or fake)
     assert result.exit_code == 0, result.output
     options = seen["options"]

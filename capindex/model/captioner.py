@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import torch
 
 from capindex.model.allocator import keep_freed_memory
-from capindex.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+from capindex.model.checkpoint import load_checkpoint
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import normalize
 from capindex.model.search import beam_search, greedy_search
@@ -102,7 +102,7 @@ class Captioner:
         keep_freed_memory()  # batches reuse freed activation memory (allocator.py)
         encoder = Encoder().to(dev)
         decoder = decoder.to(dev).eval()
-        weights_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+        weights_hash = checkpoint_sha256(path)
         return cls(encoder, decoder, vocab, meta.get("model_id", path.stem), weights_hash,
                    beam_size=beam_size, precision=precision, channels_last=channels_last)
 

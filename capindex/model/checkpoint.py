@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 
 from capindex.errors import ModelError
+from capindex.model import DEFAULT_CHECKPOINT  # noqa: F401  (re-exported)
 from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
 from capindex.model.vocab import Vocabulary
 
 FORMAT = "capindex-caption-v1"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
 
 
 def save_checkpoint(path: str | Path, decoder: CaptionDecoder, vocab: Vocabulary,

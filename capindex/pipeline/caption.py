@@ -3,14 +3,18 @@
 The captioner is passed in (the CLI builds the real one; tests pass a fake):
 anything with `model_id`, `weights_hash`, `decoding` and
 `caption_batch(images (B, 3, 224, 224)) -> list of (text, score, tags)` will do.
+This module imports no torch, so that a run with nothing to caption needs none.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-import torch
+from capindex.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class CaptionLike(Protocol):
@@ -45,3 +49,26 @@ def provenance(captioner: CaptionerLike) -> dict:
     """The row's provenance columns for captions made by `captioner`."""
     return {"model_id": captioner.model_id, "weights_hash": captioner.weights_hash,
             "decoding": json.dumps(captioner.decoding, sort_keys=True)}
+
+
+class DeferredCaptioner:
+    """A captioner loaded when first used. Planning a run needs only `weights_hash` (which
+    model made a caption), known from the checkpoint file, so a run that finds nothing to
+    caption never imports torch or loads the model; any other attribute loads it."""
+
+    def __init__(self, weights_hash: str, load: Callable[[], CaptionerLike],
+                 source: str = "the checkpoint") -> None:
+        self.weights_hash = weights_hash
+        self._load = load
+        self._source = source
+        self._captioner: CaptionerLike | None = None
+
+    def __getattr__(self, name: str):  # model_id, decoding, device, caption_batch, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._captioner is None:
+            captioner = self._load()
+            if captioner.weights_hash != self.weights_hash:
+                raise ModelError(f"{self._source}: the file changed while capindex ran")
+            self._captioner = captioner
+        return getattr(self._captioner, name)

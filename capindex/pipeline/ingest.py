@@ -25,14 +25,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
+from typing import TYPE_CHECKING
+
 from capindex.indexer import SearchIndex
 from capindex.library import Changes, FileState, Library, utcnow
 from capindex.pipeline.caption import CaptionerLike, caption_images, provenance
-from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch
 from capindex.pipeline.discover import Found, catalog_path, discover, is_under
-from capindex.pipeline.supervise import decode_batches
 from capindex.pipeline.write import ParquetMirror, Sinks
 from capindex.schemas import COLUMN_NAMES
+
+if TYPE_CHECKING:  # the decode stage imports torch: only a run with files to read loads it
+    from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch
 
 # Columns a row copies from another row with the same content (a duplicate file).
 _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
@@ -42,11 +45,12 @@ _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "cam
 
 @dataclass
 class IngestOptions:
-    batch_size: int = 16
-    workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
+    batch_size: int | None = None  # images per model call; None: for the model's device
+    workers: int | None = None  # decode processes (0: the main process); None: for the device
     exclude: Sequence[str] = ()
     recaption: bool = False
     retry_failed: bool = False
+    # Set from the model's device by tuned_options, when a run has files to read:
     pin_memory: bool = False  # page-locked batches, for fast copies to a GPU
     prefetch_batches: int = 2  # batches each worker keeps decoded ahead of the model
     worker_priority: int = 0  # nice increment of the decode workers (0: same as the model)
@@ -76,12 +80,11 @@ CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 64
 
 
-def tuned_options(options: IngestOptions, model_device: str = "cpu",
-                  workers: int | None = None, batch_size: int | None = None) -> IngestOptions:
+def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOptions:
     """`options` with the data-path settings for a model on `model_device` ("cpu", "cuda:0"...).
 
-    - batch_size: `batch_size` when given, else CPU_BATCH_SIZE or GPU_BATCH_SIZE;
-    - workers: `workers` when given, else `default_workers()`;
+    - batch_size: as given, else CPU_BATCH_SIZE or GPU_BATCH_SIZE;
+    - workers: as given, else `default_workers()`;
     - pin_memory on a GPU, so batches are copied to it asynchronously;
     - on a CPU, one decode worker per core, at a lower priority than the model
       (CPU_WORKER_PRIORITY): while the model computes, it gets the cores it
@@ -93,11 +96,11 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu",
       they keep the normal priority.
     """
     on_gpu = str(model_device).startswith("cuda")
-    if batch_size is None:
-        batch_size = GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE
+    batch_size, workers = options.batch_size, options.workers
     return replace(
         options,
-        batch_size=batch_size,
+        batch_size=(GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE) if batch_size is None
+        else batch_size,
         workers=default_workers(model_on_gpu=on_gpu) if workers is None else workers,
         pin_memory=on_gpu,
         worker_priority=0 if on_gpu else CPU_WORKER_PRIORITY,
@@ -107,6 +110,8 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu",
 def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[DecodedBatch]:
     """The decode stage's batches with `options`' data-path settings (ingest and the
     benchmark's decode measure build it here, so both run the same stage)."""
+    from capindex.pipeline.supervise import decode_batches
+
     return decode_batches(dataset, options.batch_size, options.workers, options.pin_memory,
                           options.prefetch_batches, options.worker_priority)
 
@@ -125,7 +130,8 @@ class Summary:
     other_model: int = 0  # unchanged, captioned by another model, not recaptioned
     captioned: int = 0  # images that went through the model
     interrupted: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0  # the run, but for loading the model
+    loading_seconds: float = 0.0  # loading the model (torch and the checkpoint), when needed
 
 
 class Events:
@@ -161,8 +167,12 @@ class Plan:
 
 
 def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Sequence[str],
-                model: tuple[str, str], options: IngestOptions, events: Events) -> Plan:
-    """Sort what discovery found into tasks, using only the catalogue and stat()."""
+                weights_hash: str, options: IngestOptions, events: Events) -> Plan:
+    """Sort what discovery found into tasks, using only the catalogue and stat().
+
+    `weights_hash` is the captioner's: a caption recording another one is another model's
+    (the model id comes from the same checkpoint file, so the hash alone tells).
+    """
     plan = Plan()
     summary = plan.summary
     seen: set[str] = set()
@@ -188,7 +198,7 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
                 plan.tasks.append(Task(entry, "retry", old))
             else:
                 summary.previously_failed += 1
-        elif (old.model_id, old.weights_hash) != model:
+        elif old.weights_hash != weights_hash:
             if options.recaption:
                 plan.tasks.append(Task(entry, "recaption", old))
             else:
@@ -205,7 +215,7 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
 
     def reusable(state: FileState | None) -> bool:
         return bool(state and state.status == "ok" and state.sha256
-                    and (not options.recaption or (state.model_id, state.weights_hash) == model))
+                    and (not options.recaption or state.weights_hash == weights_hash))
 
     plan.reuse_hashes = frozenset(
         [s.sha256 for s in plan.orphans.values() if reusable(s)]
@@ -221,7 +231,9 @@ def ingest(library: Library, roots: Sequence[str], captioner: CaptionerLike,
 
     `should_stop` is polled after each batch is written; when it returns True
     the run ends early (summary.interrupted) with everything so far saved.
-    Raises LibraryBusyError when another ingest holds the library.
+    Raises LibraryBusyError when another ingest holds the library. Planning uses only
+    `captioner.weights_hash`: the model (a `DeferredCaptioner`) and the decode stage are
+    loaded only when there are files to read, and `options` tuned for the model's device.
     """
     options = options or IngestOptions()
     events = events or Events()
@@ -234,9 +246,8 @@ def ingest(library: Library, roots: Sequence[str], captioner: CaptionerLike,
             # Repair whatever a killed run left behind, before anything new.
             mirror.reconcile(catalog)
             index.reconcile(catalog)
-            model = (captioner.model_id, captioner.weights_hash)
             plan = plan_ingest(catalog.states(), discover(roots, options.exclude), roots,
-                               model, options, events)
+                               captioner.weights_hash, options, events)
             sinks = Sinks(catalog, mirror, index)
             try:
                 _run(plan, captioner, catalog, sinks, options, events, should_stop)
@@ -248,14 +259,13 @@ def ingest(library: Library, roots: Sequence[str], captioner: CaptionerLike,
         finally:
             events.finish()
             catalog.close()
-    plan.summary.seconds = time.monotonic() - started
+    plan.summary.seconds = time.monotonic() - started - plan.summary.loading_seconds
     return plan.summary
 
 
 def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: IngestOptions,
          events: Events, should_stop: Callable[[], bool]) -> None:
     summary = plan.summary
-    made_by = provenance(captioner)
     failures = Changes()
     for entry in plan.failures:
         events.skipped(entry.key, entry.error)
@@ -271,8 +281,15 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
     # What reused content looked like before this run changed any row.
     contents = catalog.contents_by_hash(plan.reuse_hashes, _CONTENT_COLUMNS)
 
+    if plan.tasks:  # only now are the model and torch needed: a DeferredCaptioner loads here
+        loading = time.monotonic()
+        options = tuned_options(options, str(getattr(captioner, "device", "cpu")))
+        made_by = provenance(captioner)
+        summary.loading_seconds = time.monotonic() - loading
     events.start(len(plan.tasks))
     if plan.tasks:
+        from capindex.pipeline.decode import DecodeDataset
+
         dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
         for batch in decode_loader(dataset, options):
             captions = iter(caption_images(captioner, batch.images))
