@@ -23,9 +23,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Iterator, Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from capindex.indexer import SearchIndex
 from capindex.library import Changes, FileState, Library, utcnow
