@@ -84,6 +84,7 @@ def main(argv=None) -> dict:
             return captioner.encoder(images)
 
     encoder_ms, beam_ms, greedy_ms, whole_ms = [], [], [], []
+    beam_size = captioner.beam_size
     for i in range(args.steady):
         images = batch(i)
         out = {}
@@ -92,7 +93,7 @@ def main(argv=None) -> dict:
         beam_ms.append(timed(lambda: captioner.caption_features(features)))
         captioner.beam_size = 1
         greedy_ms.append(timed(lambda: captioner.caption_features(features)))
-        captioner.beam_size = 3
+        captioner.beam_size = beam_size
         whole_ms.append(timed(lambda: captioner.caption_batch(images)))
     result.update(encoder_ms=_mean(encoder_ms), beam_search_ms=_mean(beam_ms),
                   greedy_search_ms=_mean(greedy_ms), caption_batch_ms=_mean(whole_ms),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from capindex.model.allocator import keep_freed_memory
 from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import normalize
@@ -50,7 +50,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def use_channels_last(channels_last: bool | None, device: torch.device) -> bool:
     """Channels-last images and weights: on CPU (oneDNN's fast layout); None picks that way.
 
-    Not on a GPU: there it saved at most 1-3 ms of a 30-50 ms batch of 64 and cost 2-4 s
+    Not on a GPU: there it saved at most about 2 ms of a 30-50 ms batch of 64 and cost 2-4 s
     of cuDNN set-up at every new batch size under half precision (docs/performance.md, GPU).
     """
     if channels_last is not None:
