@@ -17,7 +17,8 @@ from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import image_tensor, load_pixels, resize, to_image, to_pixels
-from capindex.model.search import _banned_by_trigrams, beam_search, greedy_search
+from capindex.model.search import (_banned_by_trigrams, beam_search, beam_search_batched,
+                                    greedy_search)
 from capindex.model.vocab import Vocabulary, tokenize
 from capindex.pipeline.caption import DeferredCaptioner
 from fakes import FakeCaptioner
@@ -84,6 +85,32 @@ def test_beam_search_of_width_one_equals_greedy(cell):
     assert greedy_scores == pytest.approx(beam_scores, abs=1e-5)
     wide_tokens, _ = beam_search(decoder, features, vocab, beam_size=4, max_len=12)
     assert len(wide_tokens) == 6 and all(len(t) <= 12 for t in wide_tokens)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_batched_beam_search_finds_the_same_captions(seed):
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build(CAPTIONS, min_count=1)
+    cell = ("gru", "lstm", "rnn")[seed % 3]
+    decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell=cell, hidden_dim=32,
+                                         embed_dim=16, attention_dim=16, project_dim=32)).eval()
+    features = torch.randn(1 + seed % 7, 49, 1280) * (0.5 + seed % 3)
+    beam, max_len = 1 + seed % 4, (5, 12, 20)[seed % 3]
+    tokens, scores = beam_search(decoder, features, vocab, beam_size=beam, max_len=max_len)
+    batched = beam_search_batched(decoder, features, vocab, beam_size=beam, max_len=max_len)
+    assert batched[0] == tokens
+    assert batched[1] == pytest.approx(scores, abs=1e-5)
+
+
+def test_batched_beam_search_captions_photos_as_the_loop_does(shipped):
+    torch.manual_seed(2)
+    images = torch.stack([image_tensor(path) for path in sorted(SAMPLES.glob("*.jpg"))] * 3)
+    images[5:] = (images[5:] + 0.4 * torch.randn_like(images[5:])).clamp(-1, 1)
+    features, _ = shipped.encoder(images)
+    tokens, scores = beam_search(shipped.decoder, features, shipped.vocab, beam_size=3)
+    batched = beam_search_batched(shipped.decoder, features, shipped.vocab, beam_size=3)
+    assert batched[0] == tokens and len({tuple(t) for t in tokens}) > 5
+    assert batched[1] == pytest.approx(scores, abs=1e-4)
 
 
 def test_beam_search_captions_an_image_as_if_it_were_alone(shipped):

@@ -2,8 +2,9 @@
 """Where one batch's time goes on a GPU, for one setting (one process per setting, since
 cuDNN's choices last for the process): the first caption_batch at each new batch size
 (cuDNN autotuning, under benchmark mode, happens there), then the steady state split into
-the encoder and the caption search (beam and greedy); --profile adds torch.profiler's
-table for one batch. Prints one JSON line.
+the encoder and the caption search (beam and greedy; the beam search also as its Python
+loop and as its batched form, side by side); --profile adds torch.profiler's table for one
+batch. Prints one JSON line.
 
     python benchmarks/device/gpu_timing.py --photos .photos --precision bf16 --cudnn-benchmark 0
 """
@@ -40,6 +41,7 @@ def main(argv=None) -> dict:
 
     from capindex.model.captioner import Captioner
     from capindex.model.preprocess import normalize
+    from capindex.model.search import beam_search, beam_search_batched
     from capindex.pipeline.ingest import IngestOptions, tuned_options
 
     started = time.perf_counter()
@@ -83,7 +85,7 @@ def main(argv=None) -> dict:
         with torch.inference_mode(), half:
             return captioner.encoder(images)
 
-    encoder_ms, beam_ms, greedy_ms, whole_ms = [], [], [], []
+    encoder_ms, beam_ms, greedy_ms, whole_ms, loop_ms, batched_ms = [], [], [], [], [], []
     beam_size = captioner.beam_size
     for i in range(args.steady):
         images = batch(i)
@@ -91,11 +93,16 @@ def main(argv=None) -> dict:
         encoder_ms.append(timed(lambda: out.update(f=encode(images))))
         features, _ = out["f"]
         beam_ms.append(timed(lambda: captioner.caption_features(features)))
+        search = (captioner.decoder, features.float(), captioner.vocab, beam_size,
+                  captioner.max_len)
+        loop_ms.append(timed(lambda: beam_search(*search)))
+        batched_ms.append(timed(lambda: beam_search_batched(*search)))
         captioner.beam_size = 1
         greedy_ms.append(timed(lambda: captioner.caption_features(features)))
         captioner.beam_size = beam_size
         whole_ms.append(timed(lambda: captioner.caption_batch(images)))
     result.update(encoder_ms=_mean(encoder_ms), beam_search_ms=_mean(beam_ms),
+                  beam_search_loop_ms=_mean(loop_ms), beam_search_batched_ms=_mean(batched_ms),
                   greedy_search_ms=_mean(greedy_ms), caption_batch_ms=_mean(whole_ms),
                   caption_batch_images_per_s=round(args.batch * 1000 / _mean(whole_ms), 1))
     print(json.dumps(result), flush=True)

@@ -13,7 +13,7 @@ from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import normalize
-from capindex.model.search import beam_search, greedy_search
+from capindex.model.search import beam_search, beam_search_batched, greedy_search
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,9 @@ class Captioner:
         features = features.to(self.device).float()
         if self.beam_size == 1:
             tokens, scores = greedy_search(self.decoder, features, self.vocab, self.max_len)
-        else:
-            tokens, scores = beam_search(self.decoder, features, self.vocab, self.beam_size,
-                                         self.max_len)
+        else:  # on a GPU, the search that keeps its bookkeeping there (the same captions)
+            search = beam_search_batched if features.device.type == "cuda" else beam_search
+            tokens, scores = search(self.decoder, features, self.vocab, self.beam_size,
+                                    self.max_len)
         tags = tags or [[] for _ in tokens]
         return [Caption(self.vocab.decode(t), float(s), tg) for t, s, tg in zip(tokens, scores, tags)]

@@ -153,3 +153,89 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         results.append(best[2])
         mean_logps.append(best[1])
     return results, mean_logps
+
+
+@torch.inference_mode()
+def beam_search_batched(decoder, features: torch.Tensor, vocab, beam_size: int = 3,
+                        max_len: int = 20, length_penalty: float = 0.7):
+    """`beam_search` with its bookkeeping in tensors, for a GPU: the same captions.
+
+    `beam_search` walks each image's candidates in Python and copies between host and
+    device several times a word, which leaves a GPU idle (docs/performance.md, GPU). Here
+    each word is a fixed set of tensor operations and one host sync (to stop once every
+    image is done). No image leaves the batch: a finished one keeps its rows but no live
+    beam, which costs nothing on a GPU and would on a CPU.
+    """
+    batch, k = features.size(0), beam_size
+    device = features.device
+    vocab_size = decoder.config.vocab_size
+    projected, keys, state = decoder.start(features)
+    repeat = torch.arange(batch, device=device).repeat_interleave(k)
+    projected, keys, state = projected[repeat], keys[repeat], state[repeat]
+    first_row = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
+    rank = torch.arange(2 * k, device=device)
+    special = torch.tensor([vocab.pad, vocab.start, vocab.unk], device=device)
+    tokens = torch.full((batch * k,), vocab.start, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, k, device=device)
+    scores[:, 1:] = NEG_INF  # all beams start identical: keep only the first
+    seqs = torch.zeros(batch * k, 0, dtype=torch.long, device=device)  # the words so far
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    # The k best finished captions of each image, best first (norm -inf: none yet).
+    fin_norm = torch.full((batch, k), NEG_INF, dtype=torch.float64, device=device)
+    fin_mean = torch.zeros(batch, k, dtype=torch.float64, device=device)
+    fin_len = torch.zeros(batch, k, dtype=torch.long, device=device)
+    fin_seq = torch.zeros(batch, k, max_len + 1, dtype=torch.long, device=device)
+
+    for step in range(max_len + 1):
+        logits, state, _ = decoder.step(tokens, state, projected, keys)
+        logp = logits.float().log_softmax(dim=-1)  # (B*k, V)
+        logp[:, special] = NEG_INF
+        length = seqs.size(1)  # = step
+        if length >= 3:  # the trigram guard: ban seq[i + 2] where seq[i:i+2] is the last pair
+            repeats = ((seqs[:, :-2] == seqs[:, -2:-1]) & (seqs[:, 1:-1] == seqs[:, -1:]))
+            logp.scatter_(1, torch.where(repeats, seqs[:, 2:], vocab.pad), NEG_INF)
+        if step == max_len:
+            keep_end = torch.arange(vocab_size, device=device) == vocab.end
+            logp = torch.where(keep_end, logp, torch.full_like(logp, NEG_INF))
+        candidates = scores.unsqueeze(2) + logp.view(batch, k, vocab_size)
+        top_scores, top_ids = candidates.view(batch, -1).topk(2 * k, dim=1)  # (B, 2k)
+        beam_ids, word_ids = top_ids // vocab_size, top_ids % vocab_size
+        source_rows = first_row + beam_ids
+        alive = top_scores > NEG_INF
+        ends = word_ids == vocab.end
+        total = top_scores.double()
+
+        # Endings among the k best candidates join the finished captions (sorted, stable).
+        n = length + 1
+        new_norm = torch.where(ends & alive & (rank < k), total / n ** length_penalty,
+                               torch.full_like(total, NEG_INF))
+        order = torch.cat([fin_norm, new_norm], 1).sort(dim=1, descending=True,
+                                                        stable=True).indices[:, :k]
+        fin_norm = torch.cat([fin_norm, new_norm], 1).gather(1, order)
+        fin_mean = torch.cat([fin_mean, total / n], 1).gather(1, order)
+        fin_len = torch.cat([fin_len, torch.full_like(source_rows, length)], 1).gather(1, order)
+        padded = torch.nn.functional.pad(seqs, (0, max_len + 1 - length))[source_rows]
+        fin_seq = torch.cat([fin_seq, padded], 1).gather(
+            1, order.unsqueeze(2).expand(-1, -1, max_len + 1))
+
+        # The first k live candidates, in rank order, are the next beams.
+        live = alive & ~ends
+        kept = live & (live.long().cumsum(1) <= k)
+        best_live = torch.where(kept, total, torch.full_like(total, NEG_INF)).max(1).values
+        full = (fin_norm > NEG_INF).sum(1) == k
+        done = ~kept.any(1) | (full & (best_live / (step + 2) ** length_penalty <= fin_norm[:, -1]))
+        active &= ~done
+        if step == max_len or not bool(active.any()):
+            break
+        slots = ((~kept).long() * (2 * k) + rank).argsort(dim=1)[:, :k]
+        use = kept.gather(1, slots) & active.unsqueeze(1)
+        rows = torch.where(use, source_rows.gather(1, slots), first_row).view(-1)
+        tokens = torch.where(use, word_ids.gather(1, slots), vocab.end).view(-1)
+        scores = torch.where(use, top_scores.gather(1, slots), torch.full_like(scores, NEG_INF))
+        state = state[rows]
+        seqs = torch.cat([seqs[rows], tokens.unsqueeze(1)], 1)
+
+    count = (fin_norm > NEG_INF).sum(1).tolist()
+    lengths, means, words = fin_len[:, 0].tolist(), fin_mean[:, 0].tolist(), fin_seq[:, 0].tolist()
+    results = [words[b][:lengths[b]] if count[b] else [] for b in range(batch)]
+    return results, [means[b] if count[b] else 0.0 for b in range(batch)]
