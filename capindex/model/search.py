@@ -209,9 +209,8 @@ def beam_search_batched(decoder, features: torch.Tensor, vocab, beam_size: int =
         n = length + 1
         new_norm = torch.where(ends & alive & (rank < k), total / n ** length_penalty,
                                torch.full_like(total, NEG_INF))
-        order = torch.cat([fin_norm, new_norm], 1).sort(dim=1, descending=True,
-                                                        stable=True).indices[:, :k]
-        fin_norm = torch.cat([fin_norm, new_norm], 1).gather(1, order)
+        ranked = torch.cat([fin_norm, new_norm], 1).sort(dim=1, descending=True, stable=True)
+        fin_norm, order = ranked.values[:, :k], ranked.indices[:, :k]
         fin_mean = torch.cat([fin_mean, total / n], 1).gather(1, order)
         fin_len = torch.cat([fin_len, torch.full_like(source_rows, length)], 1).gather(1, order)
         padded = torch.nn.functional.pad(seqs, (0, max_len + 1 - length))[source_rows]
