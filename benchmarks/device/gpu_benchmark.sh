@@ -50,26 +50,30 @@ bench() {  # name, then throughput.py options
     echo "CPUs: $(nproc)"
     # The whole run with capindex's defaults on a GPU (fp32, batch 64, min(8, CPUs - 1)
     # decode workers), memory at two sizes, far enough apart for the added images to give
-    # the sustained rate (20 s or more); then one knob changed at a time; one run profiled.
+    # the sustained rate (20 s or more).
     bench fp32-b64 --batch-size 64 --memory-sizes "$images,$((images * 12))"
-    bench fp32-b16 --batch-size 16 --memory-sizes ""
-    bench fp32-b256 --batch-size 256 --memory-sizes ""
-    bench fp32-b64-w15 --batch-size 64 --workers 15 --memory-sizes ""
-    bench bf16-b64 --batch-size 64 --precision bf16 --memory-sizes ""
-    bench fp32-b64-profiled --batch-size 64 --sets small --memory-sizes "" --profile "$out/profile"
-    # The model alone: precision x channels-last x batch size, and captions against the CPU's.
+    # One batch's time with the defaults: first call, each new batch size, encoder and
+    # search (the loop and the batched form side by side) in the steady state.
+    timing() {  # precision, channels-last (0/1), cuDNN benchmark mode (0/1)
+        [ -d "$photos" ] && step "timing $*" "$py" benchmarks/device/gpu_timing.py \
+            --photos "$photos" --device "$device" --precision "$1" --channels-last "$2" \
+            --cudnn-benchmark "$3"
+    }
+    timing fp32 0 0
+    # The model alone: precision x channels-last x batch size, and captions against the
+    # CPU's (the batched search on the GPU against the loop on the CPU).
     step model-sweep "$py" benchmarks/device/model_sweep.py --device "$device" \
         --images "$images" --data-dir "$data" --batches "${BATCHES:-16,64,256}" \
-        --compare "${COMPARE:-256}" $([ -d "$photos" ] && echo --photos "$photos") \
-        --out "$out/model-sweep.json"
-    # One batch's time: first call, each new batch size, encoder and search in the steady state.
-    if [ -d "$photos" ]; then
-        for setting in "fp32 0 0" "fp32 0 1" "bf16 1 0" "bf16 0 0"; do
-            set -- $setting
-            step "timing $setting" "$py" benchmarks/device/gpu_timing.py --photos "$photos" \
-                --device "$device" --precision "$1" --channels-last "$2" --cudnn-benchmark "$3"
-        done
-    fi
+        --precisions fp32,bf16 --compare "${COMPARE:-256}" \
+        $([ -d "$photos" ] && echo --photos "$photos") --out "$out/model-sweep.json"
+    # Then one knob changed at a time, one run profiled, and the other timings.
+    bench fp32-b16 --batch-size 16 --memory-sizes ""
+    bench fp32-b64-w15 --batch-size 64 --workers 15 --memory-sizes ""
+    bench fp32-b256 --batch-size 256 --memory-sizes ""
+    bench fp32-b64-profiled --batch-size 64 --sets small --memory-sizes "" --profile "$out/profile"
+    bench bf16-b64 --batch-size 64 --precision bf16 --memory-sizes ""
+    timing fp32 0 1
+    timing bf16 0 0
 } 2>&1 | tee "$out/log.txt"
 [ -n "${dmon:-}" ] && kill "$dmon"
 if [ -n "${OUT:-}" ]; then
