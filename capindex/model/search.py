@@ -222,7 +222,8 @@ def beam_search_batched(decoder, features: torch.Tensor, vocab, beam_size: int =
         kept = live & (live.long().cumsum(1) <= k)
         best_live = torch.where(kept, total, torch.full_like(total, NEG_INF)).max(1).values
         full = (fin_norm > NEG_INF).sum(1) == k
-        done = ~kept.any(1) | (full & (best_live / (step + 2) ** length_penalty <= fin_norm[:, -1]))
+        beaten = best_live / (step + 2) ** length_penalty <= fin_norm[:, -1]
+        done = ~kept.any(1) | (full & beaten)  # no live beam can overtake the k finished
         active &= ~done
         if step == max_len or not bool(active.any()):
             break
