@@ -405,6 +405,8 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
         command += ["--threads", str(args.threads)]
     if args.precision != "auto":
         command += ["--precision", args.precision]
+    if args.no_pin_memory:
+        command += ["--no-pin-memory"]
     if args.model:
         command += ["--model", str(args.model)]
     stderr = tempfile.TemporaryFile()
@@ -574,6 +576,8 @@ def parse_args(argv=None):
                         help="where the model runs (default auto: cuda when available)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="encoder autocast, as capindex ingest --precision")
+    parser.add_argument("--no-pin-memory", action="store_true",
+                        help="with a GPU, batches from ordinary memory, as ingest --no-pin-memory")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (default: the model shipped with capindex)")
     parser.add_argument("--memory-sizes", default=None,
@@ -645,7 +649,8 @@ def main(argv=None) -> dict:
     try:
         log("loading the model")
         captioner = Captioner.load(args.model, device=args.device, precision=args.precision)
-        options = tuned_options(IngestOptions(batch_size=args.batch_size, workers=args.workers),
+        options = tuned_options(IngestOptions(batch_size=args.batch_size, workers=args.workers,
+                                              pin_memory=False if args.no_pin_memory else None),
                                 str(captioner.device))
         args.batch_size, workers = options.batch_size, options.workers
         results["settings"].update(batch_size=args.batch_size, workers=workers,

@@ -108,6 +108,9 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Encoder arithmetic: auto is fp32; bf16 autocast is faster on CPUs with "
                    "AVX512-BF16, and changes some captions (fp16 runs fp32 on a CPU).")
+@click.option("--no-pin-memory", "pin_memory", flag_value=False, default=None,
+              help="With the model on a GPU, copy batches from ordinary memory instead of "
+                   "page-locked memory (slower; for comparison).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files and folders whose name or path relative to PATH matches; "
                    "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
@@ -117,8 +120,8 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
-def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, exclude,
-           recaption, retry_failed, quiet):
+def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
+           exclude, recaption, retry_failed, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -158,8 +161,8 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     with _library_errors():
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
-    options = IngestOptions(batch_size=batch_size, workers=workers, exclude=tuple(exclude),
-                            recaption=recaption, retry_failed=retry_failed)
+    options = IngestOptions(batch_size=batch_size, workers=workers, pin_memory=pin_memory,
+                            exclude=tuple(exclude), recaption=recaption, retry_failed=retry_failed)
     events = Progress(quiet)
     try:
         with _library_errors(), _stop_on_sigint() as stop:

@@ -101,6 +101,7 @@ def test_tuned_options_per_device():
     assert not on_cpu.pin_memory and on_cpu.worker_priority == CPU_WORKER_PRIORITY
     assert on_cpu.workers == 3 and on_cpu.batch_size == 16
     assert tuned_options(IngestOptions(batch_size=8), "cuda:0").batch_size == 8
+    assert not tuned_options(IngestOptions(pin_memory=False), "cuda:0").pin_memory
     assert tuned_options(IngestOptions(), "cpu").workers == default_workers()
     assert [default_workers(n) for n in (1, 2, 64)] == [1, 2, 8]
     assert [default_workers(n, model_on_gpu=True) for n in (1, 2, 64)] == [0, 1, 8]
@@ -113,10 +114,11 @@ class GpuFake:
     device = CUDA
 
 
-@pytest.mark.parametrize("captioner, pinned, priority", [
-    (GpuFake(), True, 0), (None, False, CPU_WORKER_PRIORITY)])
-def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, captioner, pinned,
-                                              priority):
+@pytest.mark.parametrize("captioner, flags, pinned, priority", [
+    (GpuFake(), [], True, 0), (GpuFake(), ["--no-pin-memory"], False, 0),
+    (None, [], False, CPU_WORKER_PRIORITY)])
+def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, captioner, flags,
+                                              pinned, priority):
     seen = {}
 
     def loader(dataset, options):  # what ingest hands the decode stage, once it has files
@@ -124,7 +126,7 @@ def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, ca
         return iter(())
 
     monkeypatch.setattr("capindex.pipeline.ingest.decode_loader", loader)
-    result = cli("ingest", photos, "--workers", "2", captioner=captioner or fake)
+    result = cli("ingest", photos, "--workers", "2", *flags, captioner=captioner or fake)
     assert result.exit_code == 0, result.output
     options = seen["options"]
     assert (options.pin_memory, options.worker_priority, options.workers) == (pinned, priority, 2)

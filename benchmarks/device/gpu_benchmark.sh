@@ -69,6 +69,7 @@ bench() {  # name, then throughput.py options
     # Then one knob changed at a time, one run profiled, and the other timings.
     bench fp32-b16 --batch-size 16 --memory-sizes ""
     bench fp32-b64-w15 --batch-size 64 --workers 15 --memory-sizes ""
+    bench fp32-b64-unpinned --batch-size 64 --no-pin-memory --memory-sizes ""
     bench fp32-b256 --batch-size 256 --memory-sizes ""
     bench fp32-b64-profiled --batch-size 64 --sets small --memory-sizes "" --profile "$out/profile"
     bench bf16-b64 --batch-size 64 --precision bf16 --memory-sizes ""

@@ -43,15 +43,15 @@ _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "cam
 
 @dataclass
 class IngestOptions:
-    batch_size: int | None = None  # images per model call; None: for the model's device
-    workers: int | None = None  # decode processes (0: the main process); None: for the device
+    # None: picked for the model's device by tuned_options, once a run has files to read.
+    batch_size: int | None = None  # images per model call
+    workers: int | None = None  # decode processes (0: decode in the main process)
+    pin_memory: bool | None = None  # page-locked batches, for fast copies to a GPU (on one)
     exclude: Sequence[str] = ()
     recaption: bool = False
     retry_failed: bool = False
-    # Set from the model's device by tuned_options, when a run has files to read:
-    pin_memory: bool = False  # page-locked batches, for fast copies to a GPU
     prefetch_batches: int = 2  # batches each worker keeps decoded ahead of the model
-    worker_priority: int = 0  # nice increment of the decode workers (0: same as the model)
+    worker_priority: int = 0  # nice increment of the decode workers (set by tuned_options)
 
 
 # Nice increment of the decode workers when the model runs on the CPU (see tuned_options):
@@ -83,7 +83,7 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOp
 
     - batch_size: as given, else CPU_BATCH_SIZE or GPU_BATCH_SIZE;
     - workers: as given, else `default_workers()`;
-    - pin_memory on a GPU, so batches are copied to it asynchronously;
+    - pin_memory on a GPU (unless set False), so batches are copied to it asynchronously;
     - on a CPU, one decode worker per core, at a lower priority than the model
       (CPU_WORKER_PRIORITY): while the model computes, it gets the cores it
       can use and the workers decode in what it leaves idle (its single-threaded
@@ -100,7 +100,7 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOp
         batch_size=(GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE) if batch_size is None
         else batch_size,
         workers=default_workers(model_on_gpu=on_gpu) if workers is None else workers,
-        pin_memory=on_gpu,
+        pin_memory=on_gpu and options.pin_memory is not False,
         worker_priority=0 if on_gpu else CPU_WORKER_PRIORITY,
     )
 
