@@ -328,11 +328,11 @@ class TreeMemory(threading.Thread):
         polls = 0
         while not self.stop.is_set():
             tree = self._tree()
-            status = [_proc_status_kb(pid, ("VmRSS:", "VmHWM:")) for pid in tree]
+            status = [_proc_kb(f"/proc/{pid}/status", "VmRSS:", "VmHWM:") for pid in tree]
             self.peak_rss = max(self.peak_rss, sum(s["VmRSS:"] for s in status))
             self.peak_process = max([self.peak_process, *(s["VmHWM:"] for s in status)])
             if polls % 5 == 0:
-                pss = sum(_proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in tree)
+                pss = sum(_proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")["Pss:"] for pid in tree)
                 self.peak_pss = max(self.peak_pss, pss)
             self.peak_processes = max(self.peak_processes, len(tree))
             polls += 1
@@ -352,29 +352,18 @@ class TreeMemory(threading.Thread):
         return tree
 
 
-def _proc_status_kb(pid: int, keys: tuple[str, ...]) -> dict[str, int]:
-    """Fields of /proc/PID/status in kB (0 for a process already gone)."""
+def _proc_kb(path: str, *keys: str) -> dict[str, int]:
+    """Fields of a /proc file such as /proc/PID/status, in kB (0 for a process gone)."""
     found = dict.fromkeys(keys, 0)
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key = line.split(maxsplit=1)[0] if line.strip() else ""
-                if key in found:
-                    found[key] = int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return found
-
-
-def _proc_kb(path: str, key: str) -> int:
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
+                fields = line.split()
+                if fields and fields[0] in found:
+                    found[fields[0]] = int(fields[1])
+    except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return found
 
 
 _SUMMARY = re.compile(r"(\d+) captioned in ([\d.]+) s \(([\d.]+) images/s\)")

@@ -38,6 +38,19 @@ def shipped():
     return Captioner.load(device="cpu", beam_size=3)
 
 
+def tiny_decoder(vocab: Vocabulary, cell: str) -> CaptionDecoder:
+    """A small untrained decoder (seed torch first for a given one)."""
+    return CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell=cell, hidden_dim=32,
+                                      embed_dim=16, attention_dim=16, project_dim=32)).eval()
+
+
+def noisy_sample_features(shipped, copies: int, noise: float) -> torch.Tensor:
+    """Encoder grids of the sample photos, `copies` times, all but the first copy noised."""
+    images = torch.stack([image_tensor(path) for path in sorted(SAMPLES.glob("*.jpg"))] * copies)
+    images[5:] = (images[5:] + noise * torch.randn_like(images[5:])).clamp(-1, 1)
+    return shipped.encoder(images)[0]
+
+
 def test_encoder_weights_are_the_pretrained_imagenet_ones(encoder):
     images = torch.stack([image_tensor(SAMPLES / "chelsea.jpg"), image_tensor(SAMPLES / "coffee.jpg")])
     _, logits = encoder(images)
@@ -76,8 +89,7 @@ def test_trigram_guard_bans_the_word_that_repeats_a_trigram():
 def test_beam_search_of_width_one_equals_greedy(cell):
     torch.manual_seed(0)
     vocab = Vocabulary.build(CAPTIONS, min_count=1)
-    decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell=cell, hidden_dim=32,
-                                         embed_dim=16, attention_dim=16, project_dim=32)).eval()
+    decoder = tiny_decoder(vocab, cell)
     features = torch.randn(6, 49, 1280)
     greedy_tokens, greedy_scores = greedy_search(decoder, features, vocab, max_len=12)
     beam_tokens, beam_scores = beam_search(decoder, features, vocab, beam_size=1, max_len=12)
@@ -92,8 +104,7 @@ def test_batched_beam_search_finds_the_same_captions(seed):
     torch.manual_seed(seed)
     vocab = Vocabulary.build(CAPTIONS, min_count=1)
     cell = ("gru", "lstm", "rnn")[seed % 3]
-    decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell=cell, hidden_dim=32,
-                                         embed_dim=16, attention_dim=16, project_dim=32)).eval()
+    decoder = tiny_decoder(vocab, cell)
     features = torch.randn(1 + seed % 7, 49, 1280) * (0.5 + seed % 3)
     beam, max_len = 1 + seed % 4, (5, 12, 20)[seed % 3]
     tokens, scores = beam_search(decoder, features, vocab, beam_size=beam, max_len=max_len)
@@ -104,9 +115,7 @@ def test_batched_beam_search_finds_the_same_captions(seed):
 
 def test_batched_beam_search_captions_photos_as_the_loop_does(shipped):
     torch.manual_seed(2)
-    images = torch.stack([image_tensor(path) for path in sorted(SAMPLES.glob("*.jpg"))] * 3)
-    images[5:] = (images[5:] + 0.4 * torch.randn_like(images[5:])).clamp(-1, 1)
-    features, _ = shipped.encoder(images)
+    features = noisy_sample_features(shipped, copies=3, noise=0.4)
     tokens, scores = beam_search(shipped.decoder, features, shipped.vocab, beam_size=3)
     batched = beam_search_batched(shipped.decoder, features, shipped.vocab, beam_size=3)
     assert batched[0] == tokens and len({tuple(t) for t in tokens}) > 5
@@ -116,11 +125,9 @@ def test_batched_beam_search_captions_photos_as_the_loop_does(shipped):
 def test_beam_search_captions_an_image_as_if_it_were_alone(shipped):
     # Images leave the batch when their search is done; the others must not notice.
     torch.manual_seed(1)
-    images = torch.stack([image_tensor(path) for path in sorted(SAMPLES.glob("*.jpg"))] * 2)
-    images[5:] = (images[5:] + 0.5 * torch.randn_like(images[5:])).clamp(-1, 1)
-    features, _ = shipped.encoder(images)
+    features = noisy_sample_features(shipped, copies=2, noise=0.5)
     batch_tokens, batch_scores = beam_search(shipped.decoder, features, shipped.vocab, beam_size=3)
-    for i in range(len(images)):
+    for i in range(len(features)):
         tokens, scores = beam_search(shipped.decoder, features[i:i + 1], shipped.vocab, beam_size=3)
         assert tokens[0] == batch_tokens[i]
         assert scores[0] == pytest.approx(batch_scores[i], abs=1e-4)
@@ -129,8 +136,7 @@ def test_beam_search_captions_an_image_as_if_it_were_alone(shipped):
 
 def test_checkpoint_round_trip(tmp_path):
     vocab = Vocabulary.build(CAPTIONS, min_count=1)
-    decoder = CaptionDecoder(ModelConfig(vocab_size=len(vocab), cell="lstm", hidden_dim=32,
-                                         embed_dim=16, attention_dim=16, project_dim=32)).eval()
+    decoder = tiny_decoder(vocab, "lstm")
     path = tmp_path / "m.pt"
     save_checkpoint(path, decoder, vocab, {"model_id": "test"}, half=False)
     loaded, loaded_vocab, meta = load_checkpoint(path)

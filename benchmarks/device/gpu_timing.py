@@ -16,7 +16,6 @@ import json
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # throughput.py
@@ -40,7 +39,6 @@ def main(argv=None) -> dict:
     import torch
 
     from capindex.model.captioner import Captioner
-    from capindex.model.preprocess import normalize
     from capindex.model.search import beam_search, beam_search_batched
     from capindex.pipeline.ingest import IngestOptions, tuned_options
 
@@ -76,21 +74,12 @@ def main(argv=None) -> dict:
     result["new_size_40_ms"] = timed(lambda: captioner.caption_batch(batch(2, 40)))
     result["new_size_17_ms"] = timed(lambda: captioner.caption_batch(batch(3, 17)))
 
-    def encode(images):
-        images = normalize(images.to(captioner.device, non_blocking=True))
-        images = images.contiguous(memory_format=torch.channels_last if captioner.channels_last
-                                   else torch.contiguous_format)
-        half = (torch.autocast(captioner.device.type, dtype=captioner.autocast)
-                if captioner.autocast else nullcontext())
-        with torch.inference_mode(), half:
-            return captioner.encoder(images)
-
     encoder_ms, beam_ms, greedy_ms, whole_ms, loop_ms, batched_ms = [], [], [], [], [], []
     beam_size = captioner.beam_size
     for i in range(args.steady):
         images = batch(i)
         out = {}
-        encoder_ms.append(timed(lambda: out.update(f=encode(images))))
+        encoder_ms.append(timed(lambda: out.update(f=captioner.encode(images))))
         features, _ = out["f"]
         beam_ms.append(timed(lambda: captioner.caption_features(features)))
         search = (captioner.decoder, features.float(), captioner.vocab, beam_size,

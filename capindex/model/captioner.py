@@ -110,6 +110,13 @@ class Captioner:
     def caption_batch(self, images: torch.Tensor) -> list[Caption]:
         """images: (B, 3, 224, 224), uint8 pixels (`preprocess.to_pixels`, as the decode
         stage sends them) or already normalised floats (`preprocess.image_tensor`)."""
+        features, logits = self.encode(images)
+        return self.caption_features(features, top_tags(logits, self.num_tags))
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's half of `caption_batch`: images -> grid features (B, 49, 1280) and
+        ImageNet logits (B, 1000), on the model's device."""
         # From pinned memory (the DataLoader's pin_memory) this copy is asynchronous.
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
@@ -120,8 +127,7 @@ class Captioner:
         half = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast
                 else nullcontext())
         with half:
-            features, logits = self.encoder(images)  # (B, 49, 1280), (B, 1000)
-        return self.caption_features(features, top_tags(logits, self.num_tags))
+            return self.encoder(images)
 
     @torch.inference_mode()
     def caption_features(self, features: torch.Tensor, tags=None) -> list[Caption]:
