@@ -396,6 +396,8 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
         command += ["--precision", args.precision]
     if args.no_pin_memory:
         command += ["--no-pin-memory"]
+    if args.no_index_process:
+        command += ["--no-index-process"]
     if args.model:
         command += ["--model", str(args.model)]
     stderr = tempfile.TemporaryFile()
@@ -567,6 +569,9 @@ def parse_args(argv=None):
                         help="encoder autocast, as capindex ingest --precision")
     parser.add_argument("--no-pin-memory", action="store_true",
                         help="with a GPU, batches from ordinary memory, as ingest --no-pin-memory")
+    parser.add_argument("--no-index-process", action="store_true",
+                        help="index captions in ingest's main process, as ingest "
+                             "--no-index-process")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (default: the model shipped with capindex)")
     parser.add_argument("--memory-sizes", default=None,
@@ -639,12 +644,15 @@ def main(argv=None) -> dict:
         log("loading the model")
         captioner = Captioner.load(args.model, device=args.device, precision=args.precision)
         options = tuned_options(IngestOptions(batch_size=args.batch_size, workers=args.workers,
-                                              pin_memory=False if args.no_pin_memory else None),
+                                              pin_memory=False if args.no_pin_memory else None,
+                                              index_process=False if args.no_index_process
+                                              else None),
                                 str(captioner.device))
         args.batch_size, workers = options.batch_size, options.workers
         results["settings"].update(batch_size=args.batch_size, workers=workers,
                                    worker_priority=options.worker_priority,
-                                   pin_memory=options.pin_memory, precision=args.precision,
+                                   pin_memory=options.pin_memory,
+                                   index_process=options.index_process, precision=args.precision,
                                    channels_last=captioner.channels_last,
                                    model_id=captioner.model_id, decoding=captioner.decoding,
                                    model_device=str(captioner.device),

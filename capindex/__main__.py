@@ -2,4 +2,5 @@
 
 from capindex.cli import main
 
-main(prog_name="capindex")
+if __name__ == "__main__":  # not when a spawned child process imports this module
+    main(prog_name="capindex")

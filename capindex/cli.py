@@ -111,6 +111,9 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
 @click.option("--no-pin-memory", "pin_memory", flag_value=False, default=None,
               help="With the model on a GPU, copy batches from ordinary memory instead of "
                    "page-locked memory (slower; for comparison).")
+@click.option("--index-process/--no-index-process", default=None,
+              help="Index captions for search in a process of its own, or in the main one.  "
+                   "[default: its own with the model on a GPU]")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files and folders whose name or path relative to PATH matches; "
                    "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
@@ -121,7 +124,7 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, recaption, retry_failed, quiet):
+           index_process, exclude, recaption, retry_failed, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -162,7 +165,8 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
     options = IngestOptions(batch_size=batch_size, workers=workers, pin_memory=pin_memory,
-                            exclude=tuple(exclude), recaption=recaption, retry_failed=retry_failed)
+                            index_process=index_process, exclude=tuple(exclude),
+                            recaption=recaption, retry_failed=retry_failed)
     events = Progress(quiet)
     try:
         with _library_errors(), _stop_on_sigint() as stop:

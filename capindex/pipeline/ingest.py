@@ -47,6 +47,7 @@ class IngestOptions:
     batch_size: int | None = None  # images per model call
     workers: int | None = None  # decode processes (0: decode in the main process)
     pin_memory: bool | None = None  # page-locked batches, for fast copies to a GPU (on one)
+    index_process: bool | None = None  # index captions in a child process (IndexProcess)
     exclude: Sequence[str] = ()
     recaption: bool = False
     retry_failed: bool = False
@@ -84,6 +85,8 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOp
     - batch_size: as given, else CPU_BATCH_SIZE or GPU_BATCH_SIZE;
     - workers: as given, else `default_workers()`;
     - pin_memory on a GPU (unless set False), so batches are copied to it asynchronously;
+    - index_process: as given, else on a GPU: captions are indexed by a child process, as
+      the main process is what limits the rate there (on a CPU it did not help);
     - on a CPU, one decode worker per core, at a lower priority than the model
       (CPU_WORKER_PRIORITY): while the model computes, it gets the cores it
       can use and the workers decode in what it leaves idle (its single-threaded
@@ -101,6 +104,7 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOp
         else batch_size,
         workers=default_workers(model_on_gpu=on_gpu) if workers is None else workers,
         pin_memory=on_gpu and options.pin_memory is not False,
+        index_process=on_gpu if options.index_process is None else options.index_process,
         worker_priority=0 if on_gpu else CPU_WORKER_PRIORITY,
     )
 
@@ -284,6 +288,8 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
         options = tuned_options(options, str(getattr(captioner, "device", "cpu")))
         made_by = provenance(captioner)
         summary.loading_seconds = time.monotonic() - loading
+        if options.index_process:
+            sinks.index_in_process()
     events.start(len(plan.tasks))
     if plan.tasks:
         from capindex.pipeline.decode import DecodeDataset
