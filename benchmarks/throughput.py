@@ -394,10 +394,8 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
         command += ["--threads", str(args.threads)]
     if args.precision != "auto":
         command += ["--precision", args.precision]
-    if args.no_pin_memory:
-        command += ["--no-pin-memory"]
-    if args.no_index_process:
-        command += ["--no-index-process"]
+    if args.pin_memory:
+        command += ["--pin-memory"]
     if args.model:
         command += ["--model", str(args.model)]
     stderr = tempfile.TemporaryFile()
@@ -558,7 +556,7 @@ def parse_args(argv=None):
                              "the medians are reported (default 3; --quick: 1)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per model call (default: what capindex ingest picks, "
-                             "16 on a CPU and 64 on a GPU)")
+                             "16 on a CPU, 256 on a GPU (64 with under 8 GiB))")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode worker processes (default: what capindex ingest picks)")
     parser.add_argument("--threads", type=int, default=None,
@@ -567,11 +565,8 @@ def parse_args(argv=None):
                         help="where the model runs (default auto: cuda when available)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="encoder autocast, as capindex ingest --precision")
-    parser.add_argument("--no-pin-memory", action="store_true",
-                        help="with a GPU, batches from ordinary memory, as ingest --no-pin-memory")
-    parser.add_argument("--no-index-process", action="store_true",
-                        help="index captions in ingest's main process, as ingest "
-                             "--no-index-process")
+    parser.add_argument("--pin-memory", action="store_true",
+                        help="with a GPU, batches from page-locked memory, as ingest --pin-memory")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (default: the model shipped with capindex)")
     parser.add_argument("--memory-sizes", default=None,
@@ -644,15 +639,12 @@ def main(argv=None) -> dict:
         log("loading the model")
         captioner = Captioner.load(args.model, device=args.device, precision=args.precision)
         options = tuned_options(IngestOptions(batch_size=args.batch_size, workers=args.workers,
-                                              pin_memory=False if args.no_pin_memory else None,
-                                              index_process=False if args.no_index_process
-                                              else None),
-                                str(captioner.device))
+                                              pin_memory=args.pin_memory),
+                                str(captioner.device), captioner.device_memory_gib)
         args.batch_size, workers = options.batch_size, options.workers
         results["settings"].update(batch_size=args.batch_size, workers=workers,
                                    worker_priority=options.worker_priority,
-                                   pin_memory=options.pin_memory,
-                                   index_process=options.index_process, precision=args.precision,
+                                   pin_memory=options.pin_memory, precision=args.precision,
                                    channels_last=captioner.channels_last,
                                    model_id=captioner.model_id, decoding=captioner.decoding,
                                    model_device=str(captioner.device),

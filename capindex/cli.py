@@ -90,11 +90,12 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...",
                 type=click.Path(exists=True, path_type=str))
 @click.option("--batch-size", type=click.IntRange(1, 4096),
-              help="Images per model call.  [default: 16 with the model on the CPU, 64 on a GPU]")
+              help="Images per model call.  [default: 16 with the model on the CPU, 256 on "
+                   "a GPU (64 on one with less than 8 GiB)]")
 @click.option("--workers", type=click.IntRange(0, 64),
               help="Processes that read, hash and decode files while the model runs; "
                    "0 does it in the main process.  [default: with the model on the CPU, "
-                   "one per CPU at low priority; on a GPU, CPUs - 1; at most 8]")
+                   "one per CPU at low priority, at most 8; on a GPU, CPUs - 1, at most 16]")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the model runs; auto picks cuda when available.")
@@ -108,12 +109,9 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Encoder arithmetic: auto is fp32; bf16 autocast is faster on CPUs with "
                    "AVX512-BF16, and changes some captions (fp16 runs fp32 on a CPU).")
-@click.option("--no-pin-memory", "pin_memory", flag_value=False, default=None,
-              help="With the model on a GPU, copy batches from ordinary memory instead of "
-                   "page-locked memory (slower; for comparison).")
-@click.option("--index-process/--no-index-process", default=None,
-              help="Index captions for search in a process of its own, or in the main one.  "
-                   "[default: its own with the model on a GPU]")
+@click.option("--pin-memory/--no-pin-memory", default=False,
+              help="With the model on a GPU, copy batches to it from page-locked memory "
+                   "(slower on an H100; for comparison).  [default: no]")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files and folders whose name or path relative to PATH matches; "
                    "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
@@ -124,7 +122,7 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           index_process, exclude, recaption, retry_failed, quiet):
+           exclude, recaption, retry_failed, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -165,8 +163,7 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
     options = IngestOptions(batch_size=batch_size, workers=workers, pin_memory=pin_memory,
-                            index_process=index_process, exclude=tuple(exclude),
-                            recaption=recaption, retry_failed=retry_failed)
+                            exclude=tuple(exclude), recaption=recaption, retry_failed=retry_failed)
     events = Progress(quiet)
     try:
         with _library_errors(), _stop_on_sigint() as stop:

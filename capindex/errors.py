@@ -45,16 +45,6 @@ class DecodeWorkerDied(CapindexError):
         )
 
 
-class IndexingError(CapindexError):
-    """The search index's writer process failed; the catalogue is intact."""
-
-    def __init__(self, index_dir: str, problem: str) -> None:
-        super().__init__(
-            f"updating the search index at {index_dir} failed ({problem}); the catalogue "
-            "has every result: run capindex ingest again to bring the index up to date"
-        )
-
-
 class ModelError(CapindexError):
     """A model checkpoint is missing, unreadable or not a capindex checkpoint."""
 

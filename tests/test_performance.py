@@ -53,6 +53,7 @@ def test_channels_last_and_bf16_autocast_run_on_cpu(tiny_checkpoint):
     images = torch.stack([image_tensor(SAMPLES / "coffee.jpg"), image_tensor(SAMPLES / "camera.jpg")])
     default = Captioner.load(tiny_checkpoint, device="cpu")
     assert default.channels_last and default.autocast is None
+    assert default.device_memory_gib is None  # a CPU: ingest picks the CPU's batch size
     plain = Captioner.load(tiny_checkpoint, device="cpu", channels_last=False)
     a, b = default.encoder(images.contiguous(memory_format=torch.channels_last)), plain.encoder(images)
     assert (a[0] - b[0]).abs().max() < 1e-4 and (a[1] - b[1]).abs().max() < 1e-4
@@ -95,16 +96,19 @@ def test_channels_last_by_default_on_cpu_only():
 
 def test_tuned_options_per_device():
     on_gpu = tuned_options(IngestOptions(), "cuda:0")
-    assert on_gpu.pin_memory and on_gpu.worker_priority == 0
-    assert on_gpu.batch_size == 64 and on_gpu.workers == default_workers(model_on_gpu=True)
+    assert not on_gpu.pin_memory and on_gpu.worker_priority == 0
+    assert on_gpu.batch_size == 256 and on_gpu.workers == default_workers(model_on_gpu=True)
+    assert tuned_options(IngestOptions(), "cuda:0", device_memory_gib=80).batch_size == 256
+    assert tuned_options(IngestOptions(), "cuda:0", device_memory_gib=4).batch_size == 64
     on_cpu = tuned_options(IngestOptions(workers=3), "cpu")
     assert not on_cpu.pin_memory and on_cpu.worker_priority == CPU_WORKER_PRIORITY
     assert on_cpu.workers == 3 and on_cpu.batch_size == 16
-    assert tuned_options(IngestOptions(batch_size=8), "cuda:0").batch_size == 8
-    assert not tuned_options(IngestOptions(pin_memory=False), "cuda:0").pin_memory
+    assert tuned_options(IngestOptions(batch_size=8), "cuda:0", 80).batch_size == 8
+    assert tuned_options(IngestOptions(pin_memory=True), "cuda:0").pin_memory
+    assert not tuned_options(IngestOptions(pin_memory=True), "cpu").pin_memory
     assert tuned_options(IngestOptions(), "cpu").workers == default_workers()
     assert [default_workers(n) for n in (1, 2, 64)] == [1, 2, 8]
-    assert [default_workers(n, model_on_gpu=True) for n in (1, 2, 64)] == [0, 1, 8]
+    assert [default_workers(n, model_on_gpu=True) for n in (1, 2, 16, 64)] == [0, 1, 15, 16]
 
 
 class GpuFake:
@@ -112,13 +116,14 @@ class GpuFake:
 
     model_id, weights_hash, decoding = "gpu-fake", "hash", {"method": "fake"}
     device = CUDA
+    device_memory_gib = 4.0  # a small GPU: batches of SMALL_GPU_BATCH_SIZE
 
 
-@pytest.mark.parametrize("captioner, flags, pinned, priority", [
-    (GpuFake(), [], True, 0), (GpuFake(), ["--no-pin-memory"], False, 0),
-    (None, [], False, CPU_WORKER_PRIORITY)])
-def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, captioner, flags,
-                                              pinned, priority):
+@pytest.mark.parametrize("captioner, flags, pinned, priority, batch", [
+    (GpuFake(), [], False, 0, 64), (GpuFake(), ["--pin-memory"], True, 0, 64),
+    (None, ["--pin-memory"], False, CPU_WORKER_PRIORITY, 16)])
+def test_cli_tunes_the_data_path_for_the_models_device(cli, fake, photos, monkeypatch, captioner,
+                                                       flags, pinned, priority, batch):
     seen = {}
 
     def loader(dataset, options):  # what ingest hands the decode stage, once it has files
@@ -130,6 +135,7 @@ def test_cli_pins_memory_for_a_gpu_model_only(cli, fake, photos, monkeypatch, ca
     assert result.exit_code == 0, result.output
     options = seen["options"]
     assert (options.pin_memory, options.worker_priority, options.workers) == (pinned, priority, 2)
+    assert options.batch_size == batch
 
 
 def test_cli_passes_precision_and_threads(photos, monkeypatch, fake):

@@ -6,7 +6,7 @@
 # small JPEGs into fresh libraries, and the images the bigger run adds give the sustained
 # rate: (BIG - SMALL) / (seconds(BIG) - seconds(SMALL)). Settings alternate within a round,
 # and rounds repeat, so that drift hits them alike. Also: the model-only rate at each batch
-# size (throughput.py), and 12 MP JPEGs with 8 and 15 decode workers. Steps stop at LIMIT
+# size (throughput.py), and 12 MP JPEGs with the default workers and 8. Steps stop at LIMIT
 # seconds (default 400); give the device call a timeout of LIMIT + 50. Results: $RESULTS
 # (default gpu-sustained/) and $OUT/gpu-sustained.tgz.
 #   DEVICE=cpu SMALL=16 BIG=48 ROUNDS=1 PYTHON=.venv/bin/python bash benchmarks/device/gpu_sustained.sh
@@ -75,13 +75,12 @@ EOF
             --data-dir "$data" --sets small --search-docs 0 --memory-sizes "" \
             --batch-size "$batch" --out "$out/throughput-b$batch.json" | tail -4
     done
+    # capindex's defaults on a GPU, then each with one setting back as it was before.
     settings=(
-        "b64|--batch-size 64 --index-process"
-        "b64-inline-index|--batch-size 64 --no-index-process"
-        "b256|--batch-size 256 --index-process"
-        "b256-inline-index|--batch-size 256 --no-index-process"
-        "b256-w15|--batch-size 256 --index-process --workers 15"
-        "b256-unpinned|--batch-size 256 --index-process --no-pin-memory"
+        "defaults|"
+        "b64|--batch-size 64"
+        "pinned|--pin-memory"
+        "w8|--workers 8"
     )
     round() {
         for setting in "${settings[@]}"; do
@@ -92,13 +91,11 @@ EOF
         done
     }
     round
-    # 12 MP JPEGs are decode-bound: 8 workers (the cap) against 15.
+    # 12 MP JPEGs are decode-bound: the default workers against 8 (the cap before).
     if [ "$(left)" -gt 60 ]; then
         "$py" -c "import sys; sys.path.insert(0, 'benchmarks'); import throughput as t; \
 from pathlib import Path; t.make_set(Path('$data/large'), 'large', $small)" &&
-        for workers in 8 15; do
-            ingest "large-b64-w$workers" "$data/large" "$small" --batch-size 64 --workers "$workers"
-        done
+        ingest large-defaults "$data/large" "$small" && ingest large-w8 "$data/large" "$small" --workers 8
     fi
     for ((r = 2; r <= ${ROUNDS:-2}; r++)); do round; done
     echo "== sustained rates (images the bigger run adds / its added seconds):"

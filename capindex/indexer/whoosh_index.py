@@ -30,7 +30,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from whoosh import index as whoosh_index
 from whoosh.analysis import StemmingAnalyzer
@@ -72,16 +72,6 @@ def document(row: dict) -> dict:
     }
 
 
-def changes(rows: Iterable[dict],
-            deleted_ids: Iterable[int] = ()) -> Iterator[tuple[int, dict | None]]:
-    """(row id, document or None to delete) for committed rows (error rows leave the
-    index), then for deleted ids."""
-    for row in rows:
-        yield row["id"], document(row) if row["status"] == "ok" else None
-    for row_id in deleted_ids:
-        yield row_id, None
-
-
 class SearchIndex:
     """A Whoosh index in `directory`; writes are buffered and committed by `flush`."""
 
@@ -114,12 +104,12 @@ class SearchIndex:
         `flush_seconds` have passed since the last commit (`first_flush_seconds`
         before the first one).
         """
-        self.queue(changes(rows, deleted_ids))
-
-    def queue(self, entries: Iterable[tuple[int, dict | None]]) -> None:
-        """`update` of (row id, document, or None to delete) pairs, as `changes` makes."""
-        for row_id, doc in entries:
-            self._pending[row_id] = doc
+        for row in rows:
+            self._pending[row["id"]] = document(row) if row["status"] == "ok" else None
+            if len(self._pending) >= self.flush_every:
+                self.flush()
+        for row_id in deleted_ids:
+            self._pending[row_id] = None
             if len(self._pending) >= self.flush_every:
                 self.flush()
         if time.monotonic() - self._last_flush >= self._interval:

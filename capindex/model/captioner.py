@@ -87,6 +87,13 @@ class Captioner:
         method = "greedy" if self.beam_size == 1 else "beam"
         return {"method": method, "beam_size": self.beam_size, "max_len": self.max_len}
 
+    @property
+    def device_memory_gib(self) -> float | None:
+        """The memory of the model's GPU, in GiB; None on a CPU."""
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.get_device_properties(self.device).total_memory / 2**30
+
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str = "auto",
              beam_size: int = 3, precision: str = "auto",
@@ -117,7 +124,7 @@ class Captioner:
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's half of `caption_batch`: images -> grid features (B, 49, 1280) and
         ImageNet logits (B, 1000), on the model's device."""
-        # From pinned memory (the DataLoader's pin_memory) this copy is asynchronous.
+        # Asynchronous from pinned memory (ingest --pin-memory); else the host waits for it.
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = normalize(images)  # on the model's device, after the 4x smaller copy

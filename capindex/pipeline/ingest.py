@@ -46,8 +46,7 @@ class IngestOptions:
     # None: picked for the model's device by tuned_options, once a run has files to read.
     batch_size: int | None = None  # images per model call
     workers: int | None = None  # decode processes (0: decode in the main process)
-    pin_memory: bool | None = None  # page-locked batches, for fast copies to a GPU (on one)
-    index_process: bool | None = None  # index captions in a child process (IndexProcess)
+    pin_memory: bool = False  # page-locked batches for the copy to a GPU (slower, measured)
     exclude: Sequence[str] = ()
     recaption: bool = False
     retry_failed: bool = False
@@ -62,31 +61,40 @@ CPU_WORKER_PRIORITY = 19
 
 
 def default_workers(cpus: int | None = None, model_on_gpu: bool = False) -> int:
-    """Decode worker processes, at most 8 (0: decode in the main process).
+    """Decode worker processes (0: decode in the main process).
 
-    With the model on the CPU: one per CPU, at low priority (see tuned_options).
-    With the model on a GPU: one per CPU but the one that drives the GPU.
+    With the model on the CPU: one per CPU, at most 8, at low priority (see tuned_options).
+    With the model on a GPU: one per CPU but the one that drives the GPU, at most 16:
+    there decoding is what limits the rate (with 15 workers rather than 8, 12 MP photos
+    ingested 16-27% faster on a 16-vCPU H100 machine, docs/performance.md).
     """
     cpus = cpus or os.cpu_count() or 1
-    return max(0, min(8, cpus - 1 if model_on_gpu else cpus))
+    return max(0, min(16, cpus - 1) if model_on_gpu else min(8, cpus))
 
 
 # Images per model call when none is asked for. On a CPU, 32 and 64 were slower than 16
-# (docs/performance.md). On a GPU, a batch's caption search costs about 1 ms a word
-# whatever the batch size, plus about 0.2 ms an image (H100 profile), so 64 images share
-# that fixed cost four times better than 16.
+# (docs/performance.md). On a GPU, a batch's caption search costs about the same at any
+# batch size (launches and host round trips, not arithmetic): on an H100, 256 images a
+# batch sustained 1.24-1.79 times the rate of 64 (docs/performance.md, "GPU"), for a peak
+# allocation of 3.1 GB against 0.8 GB; a GPU with less than GPU_LARGE_BATCH_GIB of memory
+# gets SMALL_GPU_BATCH_SIZE.
 CPU_BATCH_SIZE = 16
-GPU_BATCH_SIZE = 64
+GPU_BATCH_SIZE = 256
+SMALL_GPU_BATCH_SIZE = 64
+GPU_LARGE_BATCH_GIB = 8
 
 
-def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOptions:
-    """`options` with the data-path settings for a model on `model_device` ("cpu", "cuda:0"...).
+def tuned_options(options: IngestOptions, model_device: str = "cpu",
+                  device_memory_gib: float | None = None) -> IngestOptions:
+    """`options` with the data-path settings for a model on `model_device` ("cpu", "cuda:0"...),
+    whose memory is `device_memory_gib` (a GPU's; None: unknown).
 
-    - batch_size: as given, else CPU_BATCH_SIZE or GPU_BATCH_SIZE;
+    - batch_size: as given, else CPU_BATCH_SIZE, or on a GPU GPU_BATCH_SIZE
+      (SMALL_GPU_BATCH_SIZE with less than GPU_LARGE_BATCH_GIB of memory);
     - workers: as given, else `default_workers()`;
-    - pin_memory on a GPU (unless set False), so batches are copied to it asynchronously;
-    - index_process: as given, else on a GPU: captions are indexed by a child process, as
-      the main process is what limits the rate there (on a CPU it did not help);
+    - pin_memory only on a GPU, and only when asked for: on an H100 page-locked batches
+      made ingest slower (the pinning thread competes with the main one for the GIL, and
+      uint8 batches are small to copy);
     - on a CPU, one decode worker per core, at a lower priority than the model
       (CPU_WORKER_PRIORITY): while the model computes, it gets the cores it
       can use and the workers decode in what it leaves idle (its single-threaded
@@ -98,13 +106,16 @@ def tuned_options(options: IngestOptions, model_device: str = "cpu") -> IngestOp
     """
     on_gpu = str(model_device).startswith("cuda")
     batch_size, workers = options.batch_size, options.workers
+    if batch_size is None:
+        batch_size = CPU_BATCH_SIZE
+        if on_gpu:
+            small = device_memory_gib is not None and device_memory_gib < GPU_LARGE_BATCH_GIB
+            batch_size = SMALL_GPU_BATCH_SIZE if small else GPU_BATCH_SIZE
     return replace(
         options,
-        batch_size=(GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE) if batch_size is None
-        else batch_size,
+        batch_size=batch_size,
         workers=default_workers(model_on_gpu=on_gpu) if workers is None else workers,
-        pin_memory=on_gpu and options.pin_memory is not False,
-        index_process=on_gpu if options.index_process is None else options.index_process,
+        pin_memory=on_gpu and options.pin_memory,
         worker_priority=0 if on_gpu else CPU_WORKER_PRIORITY,
     )
 
@@ -285,11 +296,10 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
 
     if plan.tasks:  # only now are the model and torch needed: a DeferredCaptioner loads here
         loading = time.monotonic()
-        options = tuned_options(options, str(getattr(captioner, "device", "cpu")))
+        options = tuned_options(options, str(getattr(captioner, "device", "cpu")),
+                                getattr(captioner, "device_memory_gib", None))
         made_by = provenance(captioner)
         summary.loading_seconds = time.monotonic() - loading
-        if options.index_process:
-            sinks.index_in_process()
     events.start(len(plan.tasks))
     if plan.tasks:
         from capindex.pipeline.decode import DecodeDataset

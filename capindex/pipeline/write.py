@@ -192,13 +192,6 @@ class Sinks:
         self.index.update(written.rows, written.deleted)
         return written
 
-    def index_in_process(self) -> None:
-        """From now on the index is written by a child process (`IndexProcess`)."""
-        from capindex.indexer.index_process import IndexProcess
-
-        self.index.flush()  # what is queued so far (the run's failures) stays here
-        self.index = IndexProcess(self.index.directory)
-
     def close(self) -> None:
         self.mirror.finish()
         self.index.flush(final=True)  # also merges the run's small index segments
