@@ -6,7 +6,7 @@
 # to $RESULTS (default gpu-results/), and, where the device tool's $OUT is set, all of it
 # as $OUT/gpu-results.tgz. Steps run in order of importance and stop at LIMIT seconds
 # (default 420), so give the device call a timeout of LIMIT + 60.
-#   DEVICE=cpu IMAGES=8 COMPARE=8 BATCHES=8 PYTHON=.venv/bin/python bash benchmarks/device/gpu_benchmark.sh
+#   DEVICE=cpu IMAGES=8 COMPARE=8 BATCHES=8 TIMING_BATCH=8 PYTHON=.venv/bin/python bash benchmarks/device/gpu_benchmark.sh
 # runs the same steps on a CPU machine as a smoke test (move .whl/ aside first).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,12 +52,12 @@ bench() {  # name, then throughput.py options
     # decode workers, ordinary memory), memory at two sizes, far enough apart for the added
     # images to give the sustained rate (gpu_sustained.sh compares settings that way).
     bench defaults --memory-sizes "$images,$((images * 12))"
-    # One batch's time with the defaults: first call, each new batch size, encoder and
+    # One batch's time with the defaults (256): first call, each new batch size, encoder and
     # search (the loop and the batched form side by side) in the steady state.
     timing() {  # precision, channels-last (0/1), cuDNN benchmark mode (0/1)
         [ -d "$photos" ] && step "timing $*" "$py" benchmarks/device/gpu_timing.py \
             --photos "$photos" --device "$device" --precision "$1" --channels-last "$2" \
-            --cudnn-benchmark "$3"
+            --cudnn-benchmark "$3" --batch "${TIMING_BATCH:-256}"
     }
     timing fp32 0 0
     # The model alone: precision x channels-last x batch size, and captions against the
