@@ -223,7 +223,12 @@ class Progress:
             self.bar.update(count)
 
     def skipped(self, path: str, reason: str) -> None:
-        line = f"skipping {path}: {reason}"
+        self._line(f"skipping {path}: {reason}")
+
+    def notice(self, text: str) -> None:
+        self._line(f"note: {text}")
+
+    def _line(self, line: str) -> None:
         if self.bar is not None and not self.bar.disable:
             self.bar.write(line, file=sys.stderr)
         else:

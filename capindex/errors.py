@@ -45,6 +45,18 @@ class DecodeWorkerDied(CapindexError):
         )
 
 
+class SharedMemoryFull(CapindexError):
+    """The decode workers cannot hand over a batch: /dev/shm is too small for it."""
+
+    def __init__(self, free_mb: float | None) -> None:
+        free = f", {free_mb:.0f} MB free" if free_mb is not None else ""
+        super().__init__(
+            f"decoded batches do not fit in shared memory (/dev/shm{free}); what was "
+            "committed is kept: run again with a smaller --batch-size or fewer --workers, "
+            "or give /dev/shm more room (in Docker: --shm-size=2g or --ipc=host)"
+        )
+
+
 class ModelError(CapindexError):
     """A model checkpoint is missing, unreadable or not a capindex checkpoint."""
 

@@ -29,6 +29,7 @@ from capindex.indexer import SearchIndex
 from capindex.library import Changes, FileState, Library, utcnow
 from capindex.pipeline.caption import CaptionerLike, caption_images, provenance
 from capindex.pipeline.discover import Found, catalog_path, discover, is_under
+from capindex.pipeline.shared_memory import fit_shared_memory, shared_memory_free
 from capindex.pipeline.write import ParquetMirror, Sinks
 from capindex.schemas import COLUMN_NAMES
 
@@ -158,6 +159,9 @@ class Events:
 
     def skipped(self, path: str, reason: str) -> None:
         """A file (or a directory) could not be used."""
+
+    def notice(self, text: str) -> None:
+        """Something the user should know about how the run goes (one line)."""
 
     def finish(self) -> None:
         """No more progress."""
@@ -298,6 +302,9 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
         loading = time.monotonic()
         options = tuned_options(options, str(getattr(captioner, "device", "cpu")),
                                 getattr(captioner, "device_memory_gib", None))
+        options, cut = fit_shared_memory(options, shared_memory_free())
+        if cut:
+            events.notice(cut)
         made_by = provenance(captioner)
         summary.loading_seconds = time.monotonic() - loading
     events.start(len(plan.tasks))

@@ -25,8 +25,9 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset
 
-from capindex.errors import DecodeWorkerDied
+from capindex.errors import DecodeWorkerDied, SharedMemoryFull
 from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch, make_loader
+from capindex.pipeline.shared_memory import shared_memory_free
 
 # A worker reading one file for this long is stopped and the file fails. Decoding the
 # largest image allowed (120 MP) takes seconds; this leaves room for slow disks and
@@ -84,6 +85,9 @@ def _next_batch(batches, tracked: _Tracked, watch: _WorkerWatch,
         except StopIteration:
             return None
         except RuntimeError as exc:
+            if "unable to allocate shared memory" in str(exc):  # a worker's batch did not fit
+                free = shared_memory_free()
+                raise SharedMemoryFull(None if free is None else free / 2**20) from None
             if "timed out" not in str(exc):  # torch's "DataLoader timed out after N seconds"
                 raise
             watch.hold()
