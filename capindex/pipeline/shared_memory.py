@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from capindex.errors import SharedMemoryFull
+
+if TYPE_CHECKING:
+    from capindex.pipeline.ingest import IngestOptions
 
 # A decoded image as the workers send it: uint8 pixels, 3 x 224 x 224 (preprocess.to_pixels).
 IMAGE_BYTES = 3 * 224 * 224
@@ -26,9 +30,9 @@ def shared_memory_free(path: str = SHARED_MEMORY) -> int | None:
     return stats.f_bavail * stats.f_frsize
 
 
-def fit_shared_memory(options, free: int | None) -> tuple:
-    """`options` (IngestOptions) with no more decoded batches in flight than half of `free`
-    bytes of shared memory holds, and a line saying what was cut ("" when nothing was).
+def fit_shared_memory(options: IngestOptions, free: int | None) -> tuple[IngestOptions, str]:
+    """`options` with no more decoded batches in flight than half of `free` bytes of shared
+    memory holds, and a line saying what was cut ("" when nothing was).
 
     Each worker keeps `prefetch_batches` batches in shared memory; a container's /dev/shm
     is often 64 MB, against 1.2 GB for 16 workers x 2 batches of 256. Fewer batches ahead
