@@ -12,7 +12,8 @@ from PIL import Image
 
 from capindex.errors import ModelError
 from capindex.model.captioner import Captioner
-from capindex.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from capindex.model import DEFAULT_CHECKPOINT
+from capindex.model.checkpoint import load_checkpoint, save_checkpoint
 from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
 from capindex.model.encoder import Encoder, top_tags

@@ -14,15 +14,7 @@ deadline=$(( $(date +%s) + ${LIMIT:-420} ))
 out=${RESULTS:-gpu-results}
 mkdir -p "$out"
 py=${PYTHON:-python3}
-if [ -d .whl ]; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/capindex-site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/capindex-site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-# The device image writes no bytecode: without this every process compiled ~1,700 modules (3 s).
-unset PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX=/tmp/capindex-pycache
+source benchmarks/device/device_env.sh  # wheels, PYTHONPATH, bytecode cache
 device=${DEVICE:-cuda}
 images=${IMAGES:-1000}
 photos=${PHOTOS:-.photos}

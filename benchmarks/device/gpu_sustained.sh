@@ -17,14 +17,7 @@ deadline=$(( $(date +%s) + ${LIMIT:-400} ))
 out=${RESULTS:-gpu-sustained}
 mkdir -p "$out"
 py=${PYTHON:-python3}
-if [ -d .whl ]; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/capindex-site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/capindex-site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX=/tmp/capindex-pycache
+source benchmarks/device/device_env.sh  # wheels, PYTHONPATH, bytecode cache
 device=${DEVICE:-cuda}
 small=${SMALL:-1000}
 big=${BIG:-7000}

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from capindex.errors import ModelError
-from capindex.model import DEFAULT_CHECKPOINT  # noqa: F401  (re-exported)
 from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
 from capindex.model.vocab import Vocabulary

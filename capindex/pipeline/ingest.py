@@ -302,13 +302,13 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
         loading = time.monotonic()
         options = tuned_options(options, str(getattr(captioner, "device", "cpu")),
                                 getattr(captioner, "device_memory_gib", None))
-        options, cut = fit_shared_memory(options, shared_memory_free())
-        if cut:
-            events.notice(cut)
         made_by = provenance(captioner)
         summary.loading_seconds = time.monotonic() - loading
     events.start(len(plan.tasks))
     if plan.tasks:
+        options, cut = fit_shared_memory(options, shared_memory_free())
+        if cut:
+            events.notice(cut)
         from capindex.pipeline.decode import DecodeDataset
 
         dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
