@@ -11,17 +11,23 @@ sample_images/ plus sensor-like noise) so that file sizes and decode work are
 realistic. On the same images, in one run, it measures:
 
 - decode:  files -> model-ready tensors through the pipeline's own decode stage
-           (DecodeDataset + ingest.decode_loader, the ingest settings), images/s;
-- model:   Captioner.caption_batch on tensors already in memory, same batch size;
+           (DecodeDataset + ingest.decode_loader, the ingest settings), images/s
+           and CPU-ms per image (workers and main process);
+- model:   Captioner.caption_batch on tensors already in memory, same batch size,
+           images/s and CPU-ms per image; with the model on the CPU, the two give
+           the most ingest/model can reach when the model keeps every core busy;
 - ingest:  the real `capindex ingest` into a fresh library, in a subprocess:
            images/s over the run (from its summary) and the whole process's wall
-           time, peak RSS of the process tree (main process and decode workers);
+           time, peak RSS and CPU time of the process tree (main process and
+           decode workers);
            model-only and ingest alternate for --rounds rounds and the median round
            of each, and the median of the rounds' ratios, are reported;
 - memory:  peak RSS of `capindex ingest` at two sizes (--memory-sizes), which
            should not grow with the number of images; the images the larger run
            adds, over the time it adds, give the sustained rate (what a run pays
-           once cancels out), compared with the small set's model-only rate;
+           once cancels out), compared with the small set's model-only rate; then
+           re-runs over the larger library: every file unchanged, then every file
+           moved into a subfolder (hashed, not captioned);
 - search:  a Whoosh index of --search-docs generated captions built through
            capindex.indexer.SearchIndex as ingest feeds it (docs/s), then
            --queries queries through SearchIndex.search (p50/p95 ms).
@@ -40,6 +46,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -249,6 +256,19 @@ def linked_subset(paths: list[Path], directory: Path) -> Path:
 
 # -- decode and model, in this process -------------------------------------------
 
+def cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process, and of its children waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def cpu_ms_per_image(before: tuple[float, float], images: int) -> float:
+    """CPU-ms per image since `before` (cpu_seconds()), this process and its children."""
+    spent = sum(now - then for now, then in zip(cpu_seconds(), before))
+    return round(spent * 1000 / images, 2)
+
+
 def measure_decode(paths: list[Path], options, keep: int = 0):
     """Files -> model-ready tensors through the pipeline's decode stage, with ingest's
     loader settings (`options`, an IngestOptions); returns (result, kept tensors)."""
@@ -260,13 +280,15 @@ def measure_decode(paths: list[Path], options, keep: int = 0):
     dataset = DecodeDataset([str(p) for p in paths])
     kept: list[torch.Tensor] = []
     failed = 0
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
-    for batch in decode_loader(dataset, options):
+    for batch in decode_loader(dataset, options):  # the workers are reaped at its end
         failed += sum(1 for item in batch.items if item.error)
         if batch.images is not None and len(kept) < keep:
             kept.extend(batch.images[: keep - len(kept)].clone())
     seconds = time.perf_counter() - started
     return {"images_per_s": round(len(paths) / seconds, 2), "seconds": round(seconds, 3),
+            "cpu_ms_per_image": cpu_ms_per_image(cpu_before, len(paths)),
             "workers": options.workers, "failed": failed}, kept
 
 
@@ -278,12 +300,27 @@ def measure_model(captioner, tensors: list, batch_size: int) -> dict:
     batches = [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
     for size in sorted({len(batch) for batch in batches}, reverse=True):
         captioner.caption_batch(next(batch for batch in batches if len(batch) == size))
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     for batch in batches:
         captioner.caption_batch(batch)
     seconds = time.perf_counter() - started
+    cpu_ms = cpu_ms_per_image(cpu_before, len(tensors))
     return {"images_per_s": round(len(tensors) / seconds, 2), "seconds": round(seconds, 3),
+            "cpu_ms_per_image": cpu_ms,
+            "cores_busy": round(cpu_ms * len(tensors) / 1000 / seconds, 2),
             "images": len(tensors)}
+
+
+def cpu_bound(model: dict, decode: dict, cpus: int) -> float | None:
+    """The most ingest/model can reach when the model alone keeps every core busy (on a
+    CPU): then each CPU-ms spent decoding is one the model loses. None when the model left
+    cores idle (a GPU, or more cores than it uses). Writing, about 0.5 CPU-ms an image, is
+    left out, so the real bound is a little lower."""
+    if model["cores_busy"] < 0.9 * cpus:
+        return None
+    return round(model["cpu_ms_per_image"]
+                 / (model["cpu_ms_per_image"] + decode["cpu_ms_per_image"]), 3)
 
 
 def side_by_side(models: list[dict], ingests: list[dict]) -> dict:
@@ -403,7 +440,7 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     memory = TreeMemory(proc.pid)
     memory.start()
-    _, status, _ = os.wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)  # usage: with the workers it reaped
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     memory.stop.set()
@@ -421,6 +458,9 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
         "seconds": seconds,  # the run itself: discover .. last write (model already loaded)
         "wall_seconds": round(wall, 3),  # the whole process: start-up and model loading too
         "wall_images_per_s": round(captioned / wall, 2),
+        # CPU time of the whole process tree, start-up included, and over its wall time
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "cores_busy": round((usage.ru_utime + usage.ru_stime) / wall, 2),
         "captioned": captioned,
         # the largest single process (main or a decode worker): its VmHWM, sampled
         "peak_rss_mb": round(memory.peak_process / 1024, 1),
@@ -669,6 +709,8 @@ def main(argv=None) -> dict:
                                           profile if round_ == 0 else None))
             del tensors
             entry.update(side_by_side(models, ingests))
+            entry["cpu_bound_ingest_vs_model"] = cpu_bound(entry["model"], entry["decode"],
+                                                           os.cpu_count() or 1)
             results["sets"][name] = entry
             log(f"{name}: decode {entry['decode']['images_per_s']}/s, model "
                 f"{entry['model']['images_per_s']}/s, ingest {entry['ingest']['images_per_s']}/s")
@@ -705,7 +747,8 @@ def main(argv=None) -> dict:
 
 def measure_memory(args, data_dir: Path, temp: Path) -> dict:
     """Peak memory of `capindex ingest` of small images at each of --memory-sizes, then of a
-    re-run over the largest library (every file unchanged: planning only)."""
+    re-run over the largest library (every file unchanged: planning only), and of one after
+    every file moved to a subfolder (each is hashed and keeps its caption)."""
     largest = max(args.memory_sizes)
     pool = make_set(data_dir / "memory", "small", largest, seed=1)
     runs = []
@@ -721,6 +764,14 @@ def measure_memory(args, data_dir: Path, temp: Path) -> dict:
             log(f"memory: capindex ingest again, {count} files unchanged")
             again = run_ingest(folder, library, args, fresh=False)
             rescan = {"images": count, **{k: again[k] for k in keys if k != "images_per_s"}}
+            log(f"memory: capindex ingest again, {count} files moved")
+            moved = folder / "moved"
+            moved.mkdir()
+            for path in folder.glob("*.jpg"):
+                path.rename(moved / path.name)
+            again = run_ingest(folder, library, args, fresh=False)
+            after_move = {"images": count, "captioned": again["captioned"],  # 0: all moved
+                          **{k: again[k] for k in keys if k != "images_per_s"}}
         shutil.rmtree(folder)
     first, last = runs[0], runs[-1]
     return {
@@ -729,6 +780,7 @@ def measure_memory(args, data_dir: Path, temp: Path) -> dict:
         "peak_rss_growth_mb": round(last["peak_rss_mb"] - first["peak_rss_mb"], 1),
         "tree_peak_rss_growth_mb": round(last["tree_peak_rss_mb"] - first["tree_peak_rss_mb"], 1),
         "rescan": rescan,
+        "after_move": after_move,
     }
 
 
@@ -790,6 +842,12 @@ def format_table(results: dict) -> str:
             f"{e['decode']['images_per_s']:>10.1f}{e['model']['images_per_s']:>9.1f}"
             f"{i['images_per_s']:>10.1f}{e['ingest_vs_model']:>14.2f}{i['wall_seconds']:>8.1f}"
             f"{i['peak_rss_mb']:>13.0f}{i['tree_peak_rss_mb']:>13.0f}")
+    for name, e in results["sets"].items():
+        bound = e.get("cpu_bound_ingest_vs_model")
+        lines.append(
+            f"  {name}: CPU-ms per image: decode {e['decode']['cpu_ms_per_image']}, model "
+            f"{e['model']['cpu_ms_per_image']} ({e['model']['cores_busy']} cores busy)"
+            + (f"; ingest/model can reach at most {bound:.2f}" if bound else ""))
     for key, value in results["ratios"].items():
         if key.startswith("large_vs_small"):
             lines.append(f"  {key.replace('_', ' ')}: {value:.2f}")
@@ -802,6 +860,9 @@ def format_table(results: dict) -> str:
         again = results["memory"]["rescan"]
         lines.append(f"memory: re-run over {again['images']} unchanged files: {again['seconds']} s "
                      f"(wall {again['wall_seconds']} s), peak RSS {again['peak_rss_mb']:.0f} MB")
+        moved = results["memory"]["after_move"]
+        lines.append(f"memory: re-run after moving all {moved['images']} files: {moved['seconds']} s "
+                     f"(wall {moved['wall_seconds']} s), peak RSS {moved['peak_rss_mb']:.0f} MB")
         if results["memory"]["marginal_images_per_s"]:
             lines.append(f"sustained: the larger run's added images at "
                          f"{results['memory']['marginal_images_per_s']}/s (per-run costs cancel)")

@@ -43,8 +43,12 @@ def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
     assert (small["width"], small["height"], small["images"]) == (500, 375, 4)
     assert small["decode"]["images_per_s"] > 0 and small["decode"]["failed"] == 0
     assert small["model"]["images_per_s"] > 0 and small["model"]["images"] == 4
+    assert small["decode"]["cpu_ms_per_image"] > 0 and small["model"]["cpu_ms_per_image"] > 0
+    assert small["model"]["cores_busy"] > 0
+    assert "cpu_bound_ingest_vs_model" in small
     ingest = small["ingest"]
     assert ingest["captioned"] == 4 and ingest["images_per_s"] > 0
+    assert ingest["cpu_seconds"] > 0 and ingest["cores_busy"] > 0
     assert ingest["peak_rss_mb"] > 50 and ingest["tree_peak_rss_mb"] >= ingest["peak_rss_mb"] / 2
     assert data["ratios"]["small_ingest_vs_model"] == small["ingest_vs_model"] > 0
     search = data["search"]
@@ -97,6 +101,14 @@ def test_rounds_report_the_median_run_and_the_median_ratio():
     assert entry["rounds_ingest_vs_model"] == [0.9, 0.8, 0.9]
     assert entry["ingest_vs_model"] == 0.9  # the median of the rounds' ratios
     assert entry["ingest"]["peak_rss_mb"] == 950  # memory: the largest peak of any round
+
+
+def test_cpu_bound_is_the_models_share_of_the_cpu_time_when_it_fills_the_cores():
+    cpu_bound = load_benchmark().cpu_bound
+    decode = {"cpu_ms_per_image": 9.0}
+    assert cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.95}, decode, 2) == 0.75
+    # a model that leaves cores idle (a GPU's, or few threads on many cores): no such bound
+    assert cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.2}, decode, 2) is None
 
 
 def test_sustained_rate_is_what_the_larger_run_adds():
