@@ -48,7 +48,12 @@ def load_captioner(model_path: Path | None, device: str, precision: str = "auto"
 
         return Captioner.load(path, device=device, precision=precision)
 
-    return DeferredCaptioner(weights_hash, load, source=str(path))
+    def place():
+        from capindex.model.captioner import load_placement
+
+        return load_placement(device)
+
+    return DeferredCaptioner(weights_hash, load, source=str(path), place=place)
 
 
 @contextmanager

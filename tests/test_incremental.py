@@ -56,6 +56,33 @@ def test_the_model_is_loaded_only_when_there_is_something_to_read(cli, photos, i
     assert float(line.split(" captioned in ")[1].split(" s ")[0]) < 1.5  # loading is not the run
 
 
+def test_a_run_of_moved_files_loads_no_model(cli, photos, ingested, capindex_home, fake):
+    def must_not_load():
+        raise AssertionError("the model was loaded")
+
+    placed = []
+    unused = DeferredCaptioner(fake.weights_hash, must_not_load,
+                               place=lambda: placed.append(1) or ("cpu", None))
+    os.rename(photos / "red.jpg", photos / "sunset.jpg")
+    os.rename(photos / "sub", photos / "renamed")
+    result = cli("ingest", photos, "--workers", "0", captioner=unused)
+    assert result.exit_code == 0, result.output
+    assert summary_line(result).startswith("0 new, 2 unchanged, 2 moved, 0 failed; 0 captioned")
+    assert placed == [1]  # the decode stage was set up for the model's device, not loaded
+    assert check_library(capindex_home)[str(photos / "sunset.jpg")]["caption"] == \
+        ingested[str(photos / "red.jpg")]["caption"]
+
+    # a new file among moved ones: the model is loaded when its batch comes, once
+    loads = []
+    os.rename(photos / "sunset.jpg", photos / "red.jpg")
+    solid(photos / "new.jpg", (200, 100, 0))
+    result = cli("ingest", photos, "--workers", "0", "--batch-size", "1", captioner=DeferredCaptioner(
+        fake.weights_hash, lambda: loads.append(1) or fake, place=lambda: ("cpu", None)))
+    assert result.exit_code == 0, result.output
+    assert summary_line(result).startswith("1 new, 3 unchanged, 1 moved, 0 failed; 1 captioned")
+    assert loads == [1] and fake.captioned == 1
+
+
 def test_unchanged_files_are_not_opened(cli, photos, ingested, capindex_home, fake, monkeypatch):
     opened = []
     monkeypatch.setattr(decode, "read_file", lambda path: opened.append(path))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from capindex.errors import ModelError
-from capindex.model.captioner import Captioner
+from capindex.model.captioner import Captioner, load_placement
 from capindex.model import DEFAULT_CHECKPOINT
 from capindex.model.checkpoint import load_checkpoint, save_checkpoint
 from capindex.model.config import ModelConfig
@@ -166,6 +166,17 @@ def test_deferred_captioner_loads_on_first_use_only():
     assert deferred.caption_batch == real.caption_batch and loads == [1]
     with pytest.raises(ModelError, match=r"m\.pt: the file changed while capindex ran"):
         DeferredCaptioner("another hash", lambda: real, source="m.pt").model_id
+
+
+def test_deferred_captioner_says_where_the_model_runs_without_loading_it():
+    real = FakeCaptioner()
+    loads = []
+    deferred = DeferredCaptioner(real.weights_hash, lambda: loads.append(1) or real,
+                                 place=lambda: load_placement("cpu"))
+    assert deferred.placement() == ("cpu", None) and loads == []
+    # without `place`, only the loaded model can say
+    assert DeferredCaptioner(real.weights_hash, lambda: loads.append(1) or real).placement() \
+        == ("cpu", None) and loads == [1]
 
 
 def test_shipped_checkpoint_captions_a_sample_image(shipped):

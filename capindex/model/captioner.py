@@ -33,6 +33,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def device_memory_gib(device: torch.device) -> float | None:
+    """The memory of a GPU `device`, in GiB; None on a CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / 2**30
+
+
+def load_placement(device: str = "auto") -> tuple[str, float | None]:
+    """Where `Captioner.load(device=device)` puts the model, and that GPU's memory in GiB
+    (None on a CPU), found without loading it."""
+    dev = resolve_device(device)
+    return str(dev), device_memory_gib(dev)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The encoder's autocast dtype for `precision` on `device`; None runs it in fp32.
 
@@ -90,9 +104,7 @@ class Captioner:
     @property
     def device_memory_gib(self) -> float | None:
         """The memory of the model's GPU, in GiB; None on a CPU."""
-        if self.device.type != "cuda":
-            return None
-        return torch.cuda.get_device_properties(self.device).total_memory / 2**30
+        return device_memory_gib(self.device)
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str = "auto",

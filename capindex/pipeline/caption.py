@@ -51,24 +51,47 @@ def provenance(captioner: CaptionerLike) -> dict:
             "decoding": json.dumps(captioner.decoding, sort_keys=True)}
 
 
+def placement(captioner: CaptionerLike) -> tuple[str, float | None]:
+    """Where the model runs ("cpu", "cuda:0"...) and that GPU's memory in GiB (None: a CPU,
+    or not known); a `DeferredCaptioner` that knows it without loading the model says so."""
+    if isinstance(captioner, DeferredCaptioner):
+        return captioner.placement()
+    return str(getattr(captioner, "device", "cpu")), getattr(captioner, "device_memory_gib", None)
+
+
 class DeferredCaptioner:
     """A captioner loaded when first used. Planning a run needs only `weights_hash` (which
     model made a caption), known from the checkpoint file, so a run that finds nothing to
-    caption never imports torch or loads the model; any other attribute loads it."""
+    caption never imports torch or loads the model; any other attribute loads it.
+
+    `place`, when given, says where `load` will put the model (as `placement`) without
+    loading it: ingest sets up its decode stage with it, so a run whose files turn out to be
+    moved ones (hashed, not captioned) loads no model.
+    """
 
     def __init__(self, weights_hash: str, load: Callable[[], CaptionerLike],
-                 source: str = "the checkpoint") -> None:
+                 source: str = "the checkpoint",
+                 place: Callable[[], tuple[str, float | None]] | None = None) -> None:
         self.weights_hash = weights_hash
         self._load = load
         self._source = source
+        self._place = place
         self._captioner: CaptionerLike | None = None
 
-    def __getattr__(self, name: str):  # model_id, decoding, device, caption_batch, ...
-        if name.startswith("_"):
-            raise AttributeError(name)
+    def placement(self) -> tuple[str, float | None]:
+        if self._captioner is None and self._place is not None:
+            return self._place()
+        return placement(self._loaded())
+
+    def _loaded(self) -> CaptionerLike:
         if self._captioner is None:
             captioner = self._load()
             if captioner.weights_hash != self.weights_hash:
                 raise ModelError(f"{self._source}: the file changed while capindex ran")
             self._captioner = captioner
-        return getattr(self._captioner, name)
+        return self._captioner
+
+    def __getattr__(self, name: str):  # model_id, decoding, device, caption_batch, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._loaded(), name)
