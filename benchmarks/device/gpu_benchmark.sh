@@ -44,6 +44,11 @@ bench() {  # name, then throughput.py options
     # decode workers, ordinary memory), memory at two sizes, far enough apart for the added
     # images to give the sustained rate (gpu_sustained.sh compares settings that way).
     bench defaults --memory-sizes "$images,$((images * 12))"
+    # Decoding on the GPU (nvJPEG) against the decode workers: rates, and inputs and
+    # captions against the workers' (nothing in capindex decodes on the GPU yet).
+    step gpu-decode "$py" benchmarks/device/gpu_decode.py --device "$device" \
+        --images "$images" --data-dir "$data" --compare "${COMPARE:-256}" \
+        $([ -d "$photos" ] && echo --photos "$photos") --out "$out/gpu-decode.json"
     # One batch's time with the defaults (256): first call, each new batch size, encoder and
     # search (the loop and the batched form side by side) in the steady state.
     timing() {  # precision, channels-last (0/1), cuDNN benchmark mode (0/1)
