@@ -87,7 +87,7 @@ def measure_set(name: str, paths: list[Path], captioner, args) -> dict:
         pass  # untimed: the decoder's set-up (nvJPEG handles, buffers)
     sync()
     started = time.perf_counter()
-    inputs = [batch for batch in device_inputs(datas, args.device, args.decode_batch)]
+    inputs = list(device_inputs(datas, args.device, args.decode_batch))
     sync()
     result["gpu_decode"] = rate(len(paths), time.perf_counter() - started)
 
