@@ -16,6 +16,9 @@ realistic. On the same images, in one run, it measures:
 - model:   Captioner.caption_batch on tensors already in memory, same batch size,
            images/s and CPU-ms per image; with the model on the CPU, the two give
            the most ingest/model can reach when the model keeps every core busy;
+- data path: ingest in this process with a captioner that answers at once (the
+           same settings): how fast everything but the model goes, images/s and the
+           main process's CPU-ms per image (what a fast GPU leaves as the limit);
 - ingest:  the real `capindex ingest` into a fresh library, in a subprocess:
            images/s over the run (from its summary) and the whole process's wall
            time, peak RSS and CPU time of the process tree (main process and
@@ -310,6 +313,48 @@ def measure_model(captioner, tensors: list, batch_size: int) -> dict:
             "cpu_ms_per_image": cpu_ms,
             "cores_busy": round(cpu_ms * len(tensors) / 1000 / seconds, 2),
             "images": len(tensors)}
+
+
+class InstantCaptioner:
+    """The captioner interface without a model: a generated caption and five tags per image,
+    at once, for a model on `device` (so ingest picks the same settings as for the real one)."""
+
+    model_id = "instant"
+    weights_hash = "instant"
+    decoding = {"method": "none"}
+
+    def __init__(self, device: str, device_memory_gib: float | None) -> None:
+        self.device = device
+        self.device_memory_gib = device_memory_gib
+        self.rng = random.Random(0)
+
+    def caption_batch(self, images) -> list:
+        from capindex.model.captioner import Caption
+
+        tags = [("golden retriever", 0.5), ("tennis ball", 0.2), ("lawn", 0.1), ("dog", 0.05),
+                ("park", 0.01)]
+        return [Caption(make_caption(self.rng), -1.0, tags) for _ in images]
+
+
+def measure_data_path(folder: Path, library_dir: Path, captioner, options) -> dict:
+    """`ingest` of `folder` into a fresh library in this process, with an InstantCaptioner
+    for `captioner`'s device: everything but the model (discover, read, hash, decode, write)."""
+    from capindex.library import Library
+    from capindex.pipeline.ingest import ingest
+
+    if library_dir.exists():
+        shutil.rmtree(library_dir)
+    instant = InstantCaptioner(str(captioner.device), captioner.device_memory_gib)
+    own_before, children_before = cpu_seconds()
+    started = time.perf_counter()
+    summary = ingest(Library(library_dir), [str(folder)], instant, options)
+    seconds = time.perf_counter() - started
+    own, children = cpu_seconds()
+    shutil.rmtree(library_dir)
+    images = summary.captioned
+    return {"images_per_s": round(images / seconds, 2), "seconds": round(seconds, 3),
+            "main_cpu_ms_per_image": round((own - own_before) * 1000 / images, 3),
+            "workers_cpu_ms_per_image": round((children - children_before) * 1000 / images, 2)}
 
 
 def cpu_bound(model: dict, decode: dict, cpus: int) -> float | None:
@@ -696,6 +741,9 @@ def main(argv=None) -> dict:
             log(f"{name}: decode ({workers} workers)")
             entry["decode"], tensors = measure_decode(paths, options,
                                                       keep=min(len(paths), 1024))
+            log(f"{name}: the data path alone (an instant captioner)")
+            entry["data_path"] = measure_data_path(data_dir / name, temp / "library-data-path",
+                                                   captioner, options)
             profile = None
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
@@ -848,6 +896,9 @@ def format_table(results: dict) -> str:
             f"  {name}: CPU-ms per image: decode {e['decode']['cpu_ms_per_image']}, model "
             f"{e['model']['cpu_ms_per_image']} ({e['model']['cores_busy']} cores busy)"
             + (f"; ingest/model can reach at most {bound:.2f}" if bound else ""))
+        path = e["data_path"]
+        lines.append(f"  {name}: data path alone (instant captioner): {path['images_per_s']}/s, "
+                     f"main process {path['main_cpu_ms_per_image']} CPU-ms per image")
     for key, value in results["ratios"].items():
         if key.startswith("large_vs_small"):
             lines.append(f"  {key.replace('_', ' ')}: {value:.2f}")

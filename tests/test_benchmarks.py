@@ -46,6 +46,7 @@ def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
     assert small["decode"]["cpu_ms_per_image"] > 0 and small["model"]["cpu_ms_per_image"] > 0
     assert small["model"]["cores_busy"] > 0
     assert "cpu_bound_ingest_vs_model" in small
+    assert small["data_path"]["images_per_s"] > 0 and small["data_path"]["main_cpu_ms_per_image"] > 0
     ingest = small["ingest"]
     assert ingest["captioned"] == 4 and ingest["images_per_s"] > 0
     assert ingest["cpu_seconds"] > 0 and ingest["cores_busy"] > 0
