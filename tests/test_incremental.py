@@ -10,6 +10,8 @@ import time
 import pytest
 
 import capindex.pipeline.decode as decode
+from capindex.errors import ModelError
+from capindex.library import Library
 from capindex.pipeline.caption import DeferredCaptioner
 from fakes import FakeCaptioner, solid
 from helpers import check_library
@@ -81,6 +83,28 @@ def test_a_run_of_moved_files_loads_no_model(cli, photos, ingested, capindex_hom
     assert result.exit_code == 0, result.output
     assert summary_line(result).startswith("1 new, 3 unchanged, 1 moved, 0 failed; 1 captioned")
     assert loads == [1] and fake.captioned == 1
+
+
+def test_a_model_that_fails_to_load_mid_run_keeps_the_moves_already_written(
+        cli, photos, ingested, capindex_home, fake):
+    def broken():
+        raise ModelError("m.pt: not a readable checkpoint")
+
+    os.rename(photos / "red.jpg", photos / "a_red.jpg")  # moved: its batch comes first
+    solid(photos / "z_new.jpg", (200, 100, 0))  # new: its batch needs the model
+    result = cli("ingest", photos, "--workers", "0", "--batch-size", "1",
+                 captioner=DeferredCaptioner(fake.weights_hash, broken, place=lambda: ("cpu", None)))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "Error: m.pt: not a readable checkpoint"
+    with Library(capindex_home).open_catalog() as catalog:  # the catalogue is the record
+        rows = {row["path"]: row for row in catalog.rows()}
+    assert rows[str(photos / "a_red.jpg")]["caption"] == ingested[str(photos / "red.jpg")]["caption"]
+    assert str(photos / "z_new.jpg") not in rows
+
+    result = cli("ingest", photos, "--workers", "0")  # a model that loads finishes the job
+    assert result.exit_code == 0, result.output
+    assert summary_line(result).startswith("1 new, 4 unchanged, 0 moved, 0 failed; 1 captioned")
+    assert set(check_library(capindex_home)) == set(rows) | {str(photos / "z_new.jpg")}
 
 
 def test_unchanged_files_are_not_opened(cli, photos, ingested, capindex_home, fake, monkeypatch):
