@@ -18,8 +18,10 @@ from PIL import Image
 
 import capindex.model.encoder as encoder_module
 from capindex.indexer import SearchIndex
-from capindex.model.captioner import Captioner, autocast_dtype, use_channels_last
+from capindex.model.captioner import (Captioner, autocast_dtype, load_placement,
+                                      use_channels_last)
 from capindex.model.preprocess import image_tensor, normalize
+from capindex.pipeline.caption import DeferredCaptioner
 from capindex.pipeline.decode import DecodeDataset, decode_image, make_loader
 from capindex.pipeline.ingest import (CPU_WORKER_PRIORITY, IngestOptions,
                                       default_workers, tuned_options)
@@ -136,6 +138,34 @@ def test_cli_tunes_the_data_path_for_the_models_device(cli, fake, photos, monkey
     options = seen["options"]
     assert (options.pin_memory, options.worker_priority, options.workers) == (pinned, priority, 2)
     assert options.batch_size == batch
+
+
+def test_a_deferred_model_on_a_gpu_tunes_the_data_path_without_loading(cli, fake, photos,
+                                                                       monkeypatch):
+    assert cli("ingest", photos, "--workers", "0").exit_code == 0
+    os.rename(photos / "red.jpg", photos / "moved.jpg")  # a run that may need no model
+    seen = {}
+
+    def loader(dataset, options):
+        seen["options"] = options
+        return iter(())
+
+    def must_not_load():
+        raise AssertionError("the model was loaded")
+
+    class Properties:  # an 80 GiB GPU, which this machine need not have
+        total_memory = 80 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties())
+    monkeypatch.setattr("capindex.pipeline.ingest.decode_loader", loader)
+    assert load_placement("cuda") == ("cuda", 80.0) and load_placement("cpu") == ("cpu", None)
+    deferred = DeferredCaptioner(fake.weights_hash, must_not_load,
+                                 place=lambda: load_placement("cuda"))
+    result = cli("ingest", photos, captioner=deferred)
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert options.batch_size == 256 and options.worker_priority == 0
+    assert options.workers == default_workers(model_on_gpu=True)
 
 
 def test_cli_passes_precision_and_threads(photos, monkeypatch, fake):
