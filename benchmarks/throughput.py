@@ -70,6 +70,13 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def write_json(path: Path, results: dict) -> None:
+    """The results as indented JSON at `path` (its folder made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {path}")
+
+
 # -- the machine -----------------------------------------------------------------
 
 def machine_info() -> dict:
@@ -787,9 +794,7 @@ def main(argv=None) -> dict:
     results["targets"] = check_targets(results)
     print(format_table(results))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        log(f"wrote {args.out}")
+        write_json(args.out, results)
     return results
 
 

@@ -1,7 +1,8 @@
-# Sourced by the device scripts, from the repository root, after `py` is set: puts the
-# carried wheels (.whl/, fetch_wheels.sh) and this checkout on PYTHONPATH, and caches
-# bytecode. The device image writes no bytecode: without the cache every process compiled
-# ~1,700 modules (3 s).
+# Sourced by the device scripts, from the repository root: sets `py` (the Python, $PYTHON
+# or python3), puts the carried wheels (.whl/, fetch_wheels.sh) and this checkout on
+# PYTHONPATH, and caches bytecode. The device image writes no bytecode: without the cache
+# every process compiled ~1,700 modules (3 s).
+py=${PYTHON:-python3}
 if [ -d .whl ]; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/capindex-site .whl/*.whl || exit 1

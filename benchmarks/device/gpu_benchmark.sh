@@ -13,8 +13,7 @@ cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + ${LIMIT:-420} ))
 out=${RESULTS:-gpu-results}
 mkdir -p "$out"
-py=${PYTHON:-python3}
-source benchmarks/device/device_env.sh  # wheels, PYTHONPATH, bytecode cache
+source benchmarks/device/device_env.sh  # py, wheels, PYTHONPATH, bytecode cache
 device=${DEVICE:-cuda}
 images=${IMAGES:-1000}
 photos=${PHOTOS:-.photos}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -175,9 +174,7 @@ def main(argv=None) -> dict:
         photos = sorted(args.photos.glob("*.jpg"))[:args.compare]
         results["photos"] = compare_photos(photos, captioner, args)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        throughput.log(f"wrote {args.out}")
+        throughput.write_json(args.out, results)
     return results
 
 

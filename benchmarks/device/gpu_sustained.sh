@@ -16,8 +16,7 @@ cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + ${LIMIT:-400} ))
 out=${RESULTS:-gpu-sustained}
 mkdir -p "$out"
-py=${PYTHON:-python3}
-source benchmarks/device/device_env.sh  # wheels, PYTHONPATH, bytecode cache
+source benchmarks/device/device_env.sh  # py, wheels, PYTHONPATH, bytecode cache
 device=${DEVICE:-cuda}
 small=${SMALL:-1000}
 big=${BIG:-7000}

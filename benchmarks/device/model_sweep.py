@@ -15,7 +15,6 @@ Part of the prepared GPU check (gpu_benchmark.sh); throughput.py measures the wh
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -92,9 +91,7 @@ def main(argv=None) -> dict:
                                f" {same}/{len(reference)} captions as fp32 on the CPU")
             del captioner
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        throughput.log(f"wrote {args.out}")
+        throughput.write_json(args.out, results)
     return results
 
 
