@@ -22,7 +22,10 @@ realistic. On the same images, in one run, it measures:
 - ingest:  the real `capindex ingest` into a fresh library, in a subprocess:
            images/s over the run (from its summary) and the whole process's wall
            time, peak RSS and CPU time of the process tree (main process and
-           decode workers);
+           decode workers); its stderr is a pseudo-terminal, so it draws its
+           progress bar as for a user, and the counts the bar shows between 10%
+           and 90% of the images give the steady rate, without the run's start
+           and finish;
            model-only and ingest alternate for --rounds rounds and the median round
            of each, and the median of the rounds' ratios, are reported;
 - memory:  peak RSS of `capindex ingest` at two sizes (--memory-sizes), which
@@ -43,18 +46,23 @@ numbers taken while something else ran are not comparable with a quiet run.
 from __future__ import annotations
 
 import argparse
+import codecs
+import fcntl
 import io
 import json
 import os
 import platform
+import pty
 import random
 import re
 import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from datetime import datetime, timezone
@@ -384,6 +392,10 @@ def side_by_side(models: list[dict], ingests: list[dict]) -> dict:
                 "rounds_images_per_s": [run["images_per_s"] for run in runs]}
 
     ratios = [i["images_per_s"] / m["images_per_s"] for m, i in zip(models, ingests)]
+    # the steady part of each ingest (10% to 90% of its images) against the same round's model
+    steady = [i.get("steady_images_per_s") for i in ingests]
+    steady_ratios = ([s / m["images_per_s"] for m, s in zip(models, steady)]
+                     if all(steady) else None)
     ingest = median_run(ingests)
     # memory is a maximum, not a median: the largest peak of any round
     for key in ("peak_rss_mb", "tree_peak_rss_mb", "tree_peak_pss_mb"):
@@ -391,7 +403,11 @@ def side_by_side(models: list[dict], ingests: list[dict]) -> dict:
         ingest[key] = max(values) if values else None
     return {"model": median_run(models), "ingest": ingest,
             "ingest_vs_model": round(statistics.median(ratios), 3),
-            "rounds_ingest_vs_model": [round(r, 3) for r in ratios]}
+            "rounds_ingest_vs_model": [round(r, 3) for r in ratios],
+            "steady_ingest_vs_model": (round(statistics.median(steady_ratios), 3)
+                                       if steady_ratios else None),
+            "rounds_steady_ingest_vs_model": ([round(r, 3) for r in steady_ratios]
+                                              if steady_ratios else None)}
 
 
 # -- full ingest, in a subprocess -------------------------------------------------
@@ -456,6 +472,72 @@ def _proc_kb(path: str, *keys: str) -> dict[str, int]:
 
 
 _SUMMARY = re.compile(r"(\d+) captioned in ([\d.]+) s \(([\d.]+) images/s\)")
+_BAR_COUNT = re.compile(r"(\d+)/(\d+) \[[^\]]*\]")  # tqdm's "135/300 [00:02<00:02, 61.2 images/s]"
+
+
+class ProgressClock(threading.Thread):
+    """Reads a process's stderr from a pseudo-terminal and notes when its progress bar
+    first showed each count of images: (seconds, count) in `points`; all text in `text`.
+
+    The ingest sees a terminal, so it draws its bar (tqdm, at most every 0.1 s) as it
+    does for a user; the bar advances after each batch is written.
+    """
+
+    def __init__(self, master_fd: int, started: float) -> None:
+        super().__init__(daemon=True)
+        self.fd = master_fd
+        self.started = started
+        self.points: list[tuple[float, int]] = []
+        self.text = ""
+
+    def run(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending, seen = "", set()
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:  # EIO: every process holding the terminal has closed it
+                break
+            if not data:
+                break
+            now = time.perf_counter() - self.started
+            chunk = decoder.decode(data)
+            self.text += chunk
+            pending += chunk
+            while found := _BAR_COUNT.search(pending):  # a refresh may arrive in pieces
+                count = int(found.group(1))
+                if count not in seen:
+                    seen.add(count)
+                    self.points.append((now, count))
+                pending = pending[found.end():]
+            pending = pending[-512:]
+        os.close(self.fd)
+
+
+def steady_rate(points: list[tuple[float, int]], total: int, ahead: int) -> float | None:
+    """Images/s in a run's steady part, from the counts its progress bar showed: from the
+    first at or past 10% of `total` to the last with still `ahead` images (what the decode
+    workers keep ready) to come. Before it, the workers start, fill their buffers and the
+    model captions its first batch; after it, the workers have nothing left to decode and
+    the model runs alone, then the last commit comes. None when fewer than two counts fall
+    in between (a run shorter than a few batches past the workers' buffers)."""
+    inner = [(t, n) for t, n in points if 0.1 * total <= n <= total - ahead]
+    if len(inner) < 2:
+        return None
+    (t0, n0), (t1, n1) = inner[0], inner[-1]
+    return round((n1 - n0) / (t1 - t0), 2)
+
+
+def images_ahead(options) -> int:
+    """Images the decode workers keep decoded ahead of the model (IngestOptions)."""
+    return options.workers * options.prefetch_batches * options.batch_size
+
+
+def _terminal() -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) 120 columns wide, for the progress bar."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    return master, slave
 
 
 def capindex_command() -> list[str]:
@@ -467,9 +549,9 @@ def capindex_command() -> list[str]:
 
 
 def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
-               fresh: bool = True) -> dict:
+               fresh: bool = True, ahead: int = 0) -> dict:
     """`capindex ingest FOLDER` into a fresh `library` (or the one there, with fresh=False);
-    time, rate and peak memory."""
+    time, rate (also its steady part: `steady_rate`, with `ahead`) and peak memory."""
     if fresh and library.exists():
         shutil.rmtree(library)
     command = capindex_command()
@@ -487,9 +569,18 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
         command += ["--pin-memory"]
     if args.model:
         command += ["--model", str(args.model)]
-    stderr = tempfile.TemporaryFile()
+    master, slave = _terminal()
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=slave)
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)  # the child holds it now; the reader sees EIO when the child is gone
+    progress = ProgressClock(master, started)
+    progress.start()
     memory = TreeMemory(proc.pid)
     memory.start()
     _, status, usage = os.wait4(proc.pid, 0)  # usage: with the workers it reaped
@@ -497,8 +588,8 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
     proc.returncode = os.waitstatus_to_exitcode(status)
     memory.stop.set()
     memory.join()
-    stderr.seek(0)
-    text = stderr.read().decode(errors="replace")
+    progress.join(timeout=10)
+    text = progress.text
     if proc.returncode != 0:
         raise RuntimeError(f"capindex ingest exited {proc.returncode}:\n{text[-3000:]}")
     found = _SUMMARY.search(text)
@@ -510,6 +601,8 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
         "seconds": seconds,  # the run itself: discover .. last write (model already loaded)
         "wall_seconds": round(wall, 3),  # the whole process: start-up and model loading too
         "wall_images_per_s": round(captioned / wall, 2),
+        # the steady part of the run, from its progress bar (None for a short run)
+        "steady_images_per_s": steady_rate(progress.points, captioned, ahead),
         # CPU time of the whole process tree, start-up included, and over its wall time
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "cores_busy": round((usage.ru_utime + usage.ru_stime) / wall, 2),
@@ -628,9 +721,12 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 TARGETS = {
     "small_ingest_vs_model": 0.85,
+    "small_steady_ingest_vs_model": 0.85,
     "small_sustained_ingest_vs_model": 0.85,
     "large_ingest_vs_model": 0.85,
+    "large_steady_ingest_vs_model": 0.85,
     "large_vs_small_ingest": 0.80,
+    "large_vs_small_steady_ingest": 0.80,
     "search_p95_ms": 50.0,  # at most
     "search_docs_per_s": 2000.0,
 }
@@ -761,7 +857,8 @@ def main(argv=None) -> dict:
                 models.append(measure_model(captioner, tensors, args.batch_size))
                 log(f"{name}: capindex ingest, round {round_ + 1}")
                 ingests.append(run_ingest(data_dir / name, temp / f"library-{name}", args,
-                                          profile if round_ == 0 else None))
+                                          profile if round_ == 0 else None,
+                                          ahead=images_ahead(options)))
             del tensors
             entry.update(side_by_side(models, ingests))
             entry["cpu_bound_ingest_vs_model"] = cpu_bound(entry["model"], entry["decode"],
@@ -772,13 +869,19 @@ def main(argv=None) -> dict:
         sets = results["sets"]
         for name, entry in sets.items():
             results["ratios"][f"{name}_ingest_vs_model"] = entry["ingest_vs_model"]
+            if entry["steady_ingest_vs_model"] is not None:
+                results["ratios"][f"{name}_steady_ingest_vs_model"] = entry["steady_ingest_vs_model"]
         if "small" in sets and "large" in sets:
             for stage in ("decode", "model", "ingest"):
                 results["ratios"][f"large_vs_small_{stage}"] = round(
                     sets["large"][stage]["images_per_s"] / sets["small"][stage]["images_per_s"], 3)
+            steady = [sets[name]["ingest"]["steady_images_per_s"] for name in ("large", "small")]
+            if all(steady):
+                results["ratios"]["large_vs_small_steady_ingest"] = round(steady[0] / steady[1], 3)
 
         if args.memory_sizes:
-            results["memory"] = memory = measure_memory(args, data_dir, temp)
+            results["memory"] = memory = measure_memory(args, data_dir, temp,
+                                                        images_ahead(options))
             if memory["marginal_images_per_s"] and "small" in sets:
                 # the memory runs are small images too: their added images against model-only
                 results["ratios"]["small_sustained_ingest_vs_model"] = round(
@@ -798,25 +901,25 @@ def main(argv=None) -> dict:
     return results
 
 
-def measure_memory(args, data_dir: Path, temp: Path) -> dict:
+def measure_memory(args, data_dir: Path, temp: Path, ahead: int) -> dict:
     """Peak memory of `capindex ingest` of small images at each of --memory-sizes, then of a
     re-run over the largest library (every file unchanged: planning only), and of one after
     every file moved to a subfolder (each is hashed and keeps its caption)."""
     largest = max(args.memory_sizes)
     pool = make_set(data_dir / "memory", "small", largest, seed=1)
     runs = []
-    keys = ("images_per_s", "seconds", "wall_seconds", "peak_rss_mb", "tree_peak_rss_mb",
-            "tree_peak_pss_mb")
+    keys = ("images_per_s", "steady_images_per_s", "seconds", "wall_seconds", "peak_rss_mb",
+            "tree_peak_rss_mb", "tree_peak_pss_mb")
     for count in args.memory_sizes:
         log(f"memory: capindex ingest of {count} small images")
         folder = linked_subset(pool[:count], temp / f"memory-{count}")
         library = temp / f"library-memory-{count}"
-        run = run_ingest(folder, library, args)
+        run = run_ingest(folder, library, args, ahead=ahead)
         runs.append({"images": count, **{k: run[k] for k in keys}})
         if count == largest:
             log(f"memory: capindex ingest again, {count} files unchanged")
             again = run_ingest(folder, library, args, fresh=False)
-            rescan = {"images": count, **{k: again[k] for k in keys if k != "images_per_s"}}
+            rescan = {"images": count, **{k: again[k] for k in keys if "images_per_s" not in k}}
             log(f"memory: capindex ingest again, {count} files moved")
             moved = folder / "moved"
             moved.mkdir()
@@ -824,7 +927,7 @@ def measure_memory(args, data_dir: Path, temp: Path) -> dict:
                 path.rename(moved / path.name)
             again = run_ingest(folder, library, args, fresh=False)
             after_move = {"images": count, "captioned": again["captioned"],  # 0: all moved
-                          **{k: again[k] for k in keys if k != "images_per_s"}}
+                          **{k: again[k] for k in keys if "images_per_s" not in k}}
         shutil.rmtree(folder)
     first, last = runs[0], runs[-1]
     return {
@@ -855,8 +958,10 @@ def marginal_rate(smaller: dict, larger: dict) -> float | None:
 def check_targets(results: dict) -> dict:
     ratios, search = results["ratios"], results.get("search") or {}
     checks = {}
-    for key in ("small_ingest_vs_model", "small_sustained_ingest_vs_model",
-                "large_ingest_vs_model", "large_vs_small_ingest"):
+    for key in ("small_ingest_vs_model", "small_steady_ingest_vs_model",
+                "small_sustained_ingest_vs_model", "large_ingest_vs_model",
+                "large_steady_ingest_vs_model", "large_vs_small_ingest",
+                "large_vs_small_steady_ingest"):
         if key in ratios:
             checks[key] = {"value": ratios[key], "target": f">= {TARGETS[key]}",
                            "met": ratios[key] >= TARGETS[key]}
@@ -901,6 +1006,11 @@ def format_table(results: dict) -> str:
             f"  {name}: CPU-ms per image: decode {e['decode']['cpu_ms_per_image']}, model "
             f"{e['model']['cpu_ms_per_image']} ({e['model']['cores_busy']} cores busy)"
             + (f"; ingest/model can reach at most {bound:.2f}" if bound else ""))
+        if e["steady_ingest_vs_model"] is not None:
+            lines.append(f"  {name}: steady part of the ingest (see steady_rate) "
+                         f"{e['ingest']['steady_images_per_s']}/s, ingest/model "
+                         f"{e['steady_ingest_vs_model']:.2f} (rounds "
+                         f"{', '.join(f'{r:.2f}' for r in e['rounds_steady_ingest_vs_model'])})")
         path = e["data_path"]
         lines.append(f"  {name}: data path alone (instant captioner): {path['images_per_s']}/s, "
                      f"main process {path['main_cpu_ms_per_image']} CPU-ms per image")
@@ -912,7 +1022,7 @@ def format_table(results: dict) -> str:
         for run in results["memory"]["runs"]:
             lines.append(f"memory: {run['images']:>6} images  peak RSS {run['peak_rss_mb']:.0f} MB, "
                          f"tree {run['tree_peak_rss_mb']:.0f} MB (PSS {run['tree_peak_pss_mb']}) "
-                         f"at {run['images_per_s']}/s")
+                         f"at {run['images_per_s']}/s (steady {run['steady_images_per_s']}/s)")
         again = results["memory"]["rescan"]
         lines.append(f"memory: re-run over {again['images']} unchanged files: {again['seconds']} s "
                      f"(wall {again['wall_seconds']} s), peak RSS {again['peak_rss_mb']:.0f} MB")

@@ -50,6 +50,8 @@ def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
     ingest = small["ingest"]
     assert ingest["captioned"] == 4 and ingest["images_per_s"] > 0
     assert ingest["cpu_seconds"] > 0 and ingest["cores_busy"] > 0
+    assert ingest["steady_images_per_s"] is None  # 4 images: no steady part to measure
+    assert small["steady_ingest_vs_model"] is None
     assert ingest["peak_rss_mb"] > 50 and ingest["tree_peak_rss_mb"] >= ingest["peak_rss_mb"] / 2
     assert data["ratios"]["small_ingest_vs_model"] == small["ingest_vs_model"] > 0
     search = data["search"]
@@ -110,6 +112,39 @@ def test_cpu_bound_is_the_models_share_of_the_cpu_time_when_it_fills_the_cores()
     assert cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.95}, decode, 2) == 0.75
     # a model that leaves cores idle (a GPU's, or few threads on many cores): no such bound
     assert cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.2}, decode, 2) is None
+
+
+def test_steady_rate_leaves_out_the_start_and_the_images_decoded_ahead():
+    steady_rate = load_benchmark().steady_rate
+    # a slow first batch (workers' start), then 16 images every 0.25 s; the last 64 images
+    # (the workers' buffers) go faster, the model then running alone
+    points = [(0.0, 0), (0.5, 16)]
+    points += [(0.5 + 0.25 * k, 16 + 16 * k) for k in range(1, 12)]  # up to 192 at 3.25 s
+    points += [(3.25 + 0.2 * k, 192 + 16 * k) for k in range(1, 5)]  # up to 256 at 4.05 s
+    rate = steady_rate(points, total=256, ahead=64)
+    assert rate == round((192 - 32) / (3.25 - 0.75), 2) == 64.0  # from 32 (>= 10%) to 192
+    assert steady_rate(points, total=256, ahead=0) > rate  # with the fast tail it is higher
+    assert steady_rate(points[:3], total=48, ahead=32) is None  # too short for a steady part
+
+
+def test_progress_clock_reads_the_bar_counts_even_when_a_refresh_arrives_in_pieces():
+    import os
+    import time
+
+    benchmark = load_benchmark()
+    read, write = os.pipe()
+    clock = benchmark.ProgressClock(read, time.perf_counter())
+    clock.start()
+    for piece in ("\rcaptioning:  5%|\u2588 | 16/300 [00:00<00:04, 60.1 images/s]",
+                  "\rcaptioning: 10%|\u2588 | 3", "2/300 [00:00<00:04, 6",
+                  "2.0 images/s]\r\n300 new; 300 captioned in 5.0 s (60.4 images/s)\r\n"):
+        os.write(write, piece.encode())
+        time.sleep(0.05)
+    os.close(write)
+    clock.join(timeout=5)
+    assert [count for _, count in clock.points] == [16, 32]
+    assert clock.points[0][0] < clock.points[1][0]
+    assert benchmark._SUMMARY.search(clock.text).group(1) == "300"
 
 
 def test_sustained_rate_is_what_the_larger_run_adds():
