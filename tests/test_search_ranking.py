@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
+from pathlib import Path
 
 import pytest
 from whoosh import index as whoosh_index
+from whoosh.fields import TEXT, Schema
+from whoosh.filedb.filestore import RamStorage
+from whoosh.matching import AndMaybeMatcher
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.scoring import BM25F
 
 from capindex.indexer.whoosh_index import FIELD_BOOSTS, FIELDS, SearchIndex, TieSkippingCollector
+from capindex.model.encoder import imagenet_labels
+
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
 SUBJECTS = ["man", "woman", "dog", "black dog", "child", "people", "cyclist", "horse"]
 PLACES = ["on the grass", "on a beach", "in the water", "on the street", "in the snow",
@@ -79,3 +87,63 @@ def test_documents_that_can_only_tie_are_not_scored(tmp_path):
     tenth = min(score for score, _ in collector.items)
     assert collector.minscore == math.nextafter(tenth, math.inf)
     assert [row_id for row_id, _ in SearchIndex(tmp_path).search("man grass")] == list(range(1, 11))
+
+
+@pytest.fixture(scope="module")
+def benchmark_like_index(tmp_path_factory):
+    """10,000 captions as the benchmark makes them (Zipf-distributed subjects and places,
+    five tags from 40 labels): big enough for Whoosh to turn part of a query into an
+    AndMaybeMatcher while searching, which dropped scores before whoosh_fixes."""
+    spec = importlib.util.spec_from_file_location("throughput", BENCHMARK)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    rng = random.Random(1)
+    labels = imagenet_labels()[:40]
+    directory = tmp_path_factory.mktemp("benchmark-like")
+    index = SearchIndex(directory)
+    index.update({"id": i, "seq": i, "status": "ok", "path": f"/p/IMG_{i:06d}.jpg",
+                  "caption": benchmark.make_caption(rng),
+                  "tags": [{"label": rng.choice(labels), "prob": 0.1} for _ in range(5)]}
+                 for i in range(1, 10_001))
+    index.flush(final=True)
+    return directory, [benchmark.make_query(random.Random(i)) for i in range(150)]
+
+
+def test_top_ten_is_that_of_exhaustive_scoring_on_benchmark_like_captions(benchmark_like_index):
+    directory, queries = benchmark_like_index
+    ix = whoosh_index.open_dir(str(directory))
+    parser = MultifieldParser(list(FIELDS), ix.schema, fieldboosts=FIELD_BOOSTS, group=OrGroup)
+    differing = []
+    with ix.searcher(weighting=BM25F()) as searcher:
+        for text in queries:
+            query = parser.parse(text)
+            want = searcher.search(query, limit=None)[:10]  # every match scored
+            collector = TieSkippingCollector(limit=10)
+            searcher.search_with_collector(query, collector)
+            got = collector.results()
+            if ([hit.docnum for hit in got] != [hit.docnum for hit in want]
+                    or [hit.score for hit in got] != pytest.approx([hit.score for hit in want],
+                                                                 rel=1e-12)):
+                differing.append(text)
+    assert differing == []
+
+
+def test_and_maybe_matcher_adds_the_optional_score_after_a_skip():
+    # "apple" is required, "banana" optional. Skipping to document 1 lands "apple" on 3;
+    # "banana" has a posting at 2 and one at 3, and must be at 3 to add its score there.
+    storage = RamStorage()
+    ix = storage.create_index(Schema(text=TEXT))
+    with ix.writer() as writer:
+        for text in ("apple banana", "cherry", "banana", "apple banana"):
+            writer.add_document(text=text)
+    with ix.searcher(weighting=BM25F()) as searcher:
+        def postings(word):
+            return searcher.postings("text", word, weighting=searcher.weighting)
+
+        matcher = AndMaybeMatcher(postings("apple"), postings("banana"))
+        matcher.skip_to(1)
+        apple, banana = postings("apple"), postings("banana")
+        apple.skip_to(3)
+        banana.skip_to(3)
+        assert matcher.id() == 3
+        assert matcher.score() == pytest.approx(apple.score() + banana.score())

@@ -20,7 +20,8 @@ coordination bonus (`OrGroup.factory`), which only added a small bonus per
 matched word and field but doubled the time of queries with common words:
 BM25F's sum over words and fields already ranks images that match more words
 higher. Top-N collection skips postings blocks that can at best tie the N-th
-score (`TieSkippingCollector`), as Lucene does.
+score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` corrects a Whoosh
+matcher that this skipping exercises, which dropped part of some captions' scores.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from whoosh.reading import SegmentReader
 from whoosh.scoring import BM25F
 
 from capindex.errors import QuerySyntaxError
+from capindex.indexer import whoosh_fixes  # noqa: F401  (corrects Whoosh's top-N matching)
 
 FIELDS = ("caption", "tags", "name")
 FIELD_BOOSTS = {"caption": 1.0, "tags": 0.6, "name": 0.8}
