@@ -11,7 +11,7 @@ import pytest
 from whoosh import index as whoosh_index
 from whoosh.fields import TEXT, Schema
 from whoosh.filedb.filestore import RamStorage
-from whoosh.matching import AndMaybeMatcher
+from whoosh.matching import AndMaybeMatcher, IntersectionMatcher, Matcher, UnionMatcher
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.scoring import BM25F
 
@@ -147,3 +147,79 @@ def test_and_maybe_matcher_adds_the_optional_score_after_a_skip():
         banana.skip_to(3)
         assert matcher.id() == 3
         assert matcher.score() == pytest.approx(apple.score() + banana.score())
+
+
+class BlockPostings(Matcher):
+    """A term's postings in blocks, each with its best score (`block_quality`), as Whoosh
+    stores them; `skip_to_quality(q)` skips whole blocks whose best is not above q."""
+
+    def __init__(self, blocks):
+        self.postings = [(id, score, b) for b, block in enumerate(blocks) for id, score in block]
+        self.best = [max(score for _, score in block) for block in blocks]
+        self.i = 0
+
+    def is_active(self):
+        return self.i < len(self.postings)
+
+    def id(self):
+        return self.postings[self.i][0]
+
+    def score(self):
+        return self.postings[self.i][1]
+
+    def _block(self):
+        return self.postings[self.i][2] if self.is_active() else None
+
+    def next(self):
+        block = self._block()
+        self.i += 1
+        return self._block() != block
+
+    def skip_to(self, id):
+        block = self._block()
+        while self.is_active() and self.id() < id:
+            self.i += 1
+        return self._block() != block
+
+    def supports_block_quality(self):
+        return True
+
+    def max_quality(self):
+        return max(self.best)
+
+    def block_quality(self):
+        return self.best[self._block()] if self.is_active() else 0.0
+
+    def skip_to_quality(self, minquality):
+        skipped = 0
+        while self.is_active() and self.block_quality() <= minquality:
+            block = self._block()
+            while self.is_active() and self._block() == block:
+                self.i += 1
+            skipped += 1
+        return skipped
+
+    def replace(self, minquality=0):
+        return self
+
+
+def remaining(matcher):
+    found = []
+    while matcher.is_active():
+        found.append((matcher.id(), matcher.score()))
+        matcher.next()
+    return found
+
+
+@pytest.mark.parametrize("combine", [UnionMatcher, IntersectionMatcher, AndMaybeMatcher])
+def test_skipping_by_quality_keeps_a_document_that_can_beat_the_bar(combine):
+    # Document 12 scores 1.0 + 3.5 = 4.5 and beats a bar of 4.0. Both matchers start in
+    # weak blocks (1.0 and 1.5): skipping a's blocks by b's *current* block (2.5 to
+    # beat) would pass over 12, whose b-block scores 3.5; only b's best, 3.5, is safe.
+    a = BlockPostings([[(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0)],
+                       [(10, 1.0), (11, 1.0), (12, 1.0), (13, 1.0)]])
+    b = BlockPostings([[(0, 1.5), (1, 1.5), (2, 1.5), (3, 1.5)],
+                       [(12, 3.5), (20, 3.5), (21, 3.5), (22, 3.5)]])
+    matcher = combine(a, b)
+    matcher.skip_to_quality(4.0)
+    assert (12, 4.5) in remaining(matcher)

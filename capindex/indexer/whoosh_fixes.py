@@ -1,14 +1,23 @@
-"""A correction to Whoosh (whoosh3 3.54) that search results depend on; applied on import.
+"""Corrections to Whoosh's top-N matching (whoosh3 3.54), applied on import.
 
-`AndMaybeMatcher(a, b)` matches a's documents and adds b's score where b has the
-same document. Its `skip_to(id)` moved b to `id` rather than to where a landed,
-and its `skip_to_quality` moved a without moving b, so b could be left behind
-a's document and its share of the score dropped. Whoosh builds such matchers
-while searching top N (`UnionMatcher.replace` once one word alone cannot reach
-the N-th score), so a caption holding every query word could score as if it held
-fewer and be ranked below captions that did worse: 8 of 1,000 benchmark queries
-over 100,000 captions returned another top ten than exhaustive scoring
-(tests/test_search_ranking.py). Here b follows a, as in the matcher's own `next`.
+Top-N search skips postings that cannot beat the N-th score: a leaf matcher skips
+its blocks whose best score (`block_quality`) is too low, and Whoosh's compound
+matchers pass the skip down. Two flaws there made search return another top ten
+than exhaustive scoring (8 of 1,000 benchmark queries over 100,000 captions, and 14
+of 1,500 varied ones; tests/test_search_ranking.py):
+
+- A compound matcher skipped one side's blocks by the other side's *current* block
+  (`minquality - other.block_quality()`), but the documents a skip passes over lie
+  further on, where the other side's blocks may score higher. Sound is the other
+  side's best score anywhere, `max_quality()`, as used here for `UnionMatcher`,
+  `IntersectionMatcher` and `AndMaybeMatcher`. (Pruning by `replace`, which
+  compares `max_quality()`, was already sound.)
+- `AndMaybeMatcher(a, b)` (a required, b optional, scores added) could leave b
+  behind a's document after `skip_to` or `skip_to_quality`, so b's share of the
+  score was dropped. Here b follows a, as in the matcher's own `next`.
+
+The blocks skipped are fewer; the benchmark's search speed is unchanged
+(docs/performance.md, Search).
 """
 
 from __future__ import annotations
@@ -16,7 +25,53 @@ from __future__ import annotations
 from whoosh.matching import binary, mcore
 
 
-def _skip_to(self, id):
+def _union_skip_to_quality(self, minquality):
+    """Skip each side's blocks that cannot beat `minquality` with the other side's best."""
+    self._id = None
+    a, b = self.a, self.b
+    if not (a.is_active() or b.is_active()):
+        raise mcore.ReadTooFar
+    if not a.is_active():
+        return b.skip_to_quality(minquality)
+    if not b.is_active():
+        return a.skip_to_quality(minquality)
+    skipped = a.skip_to_quality(minquality - b.max_quality())
+    if not a.is_active():
+        return skipped + b.skip_to_quality(minquality)
+    return skipped + b.skip_to_quality(minquality - a.max_quality())
+
+
+def _intersection_skip_to_quality(self, minquality):
+    """As the union, until both sides rest on one document that might beat `minquality`."""
+    a, b = self.a, self.b
+    skipped = 0
+    while a.is_active() and b.is_active():
+        moved = a.skip_to_quality(minquality - b.max_quality())
+        if a.is_active():
+            moved += b.skip_to_quality(minquality - a.max_quality())
+        if a.is_active() and b.is_active() and a.id() != b.id():
+            self._find_next()
+        skipped += moved
+        if not moved:
+            break
+    return skipped
+
+
+def _and_maybe_skip_to_quality(self, minquality):
+    """Skip the required side's blocks that cannot beat `minquality` even with the
+    optional side's best; the optional side is never skipped past a's document."""
+    a, b = self.a, self.b
+    if not a.is_active():
+        raise mcore.ReadTooFar
+    if not b.is_active():
+        return a.skip_to_quality(minquality)
+    skipped = a.skip_to_quality(minquality - b.max_quality())
+    if a.is_active() and b.id() < a.id():
+        b.skip_to(a.id())
+    return skipped
+
+
+def _and_maybe_skip_to(self, id):
     if not self.a.is_active():
         raise mcore.ReadTooFar
     moved_a = self.a.skip_to(id)
@@ -26,27 +81,7 @@ def _skip_to(self, id):
     return moved_a or moved_b
 
 
-def _skip_to_quality(self, minquality):
-    """Whoosh's loop (skip whichever side has the lower block quality while both
-    together cannot reach `minquality`), then b brought to a's document."""
-    a, b = self.a, self.b
-    if not a.is_active():
-        raise mcore.ReadTooFar
-    if not b.is_active():
-        return a.skip_to_quality(minquality)
-    skipped = 0
-    aq, bq = a.block_quality(), b.block_quality()
-    while a.is_active() and b.is_active() and aq + bq < minquality:
-        if aq < bq:
-            skipped += a.skip_to_quality(minquality - bq)
-            aq = a.block_quality()
-        else:
-            skipped += b.skip_to_quality(minquality - aq)
-            bq = b.block_quality()
-    if a.is_active() and b.is_active() and b.id() < a.id():
-        b.skip_to(a.id())
-    return skipped
-
-
-binary.AndMaybeMatcher.skip_to = _skip_to
-binary.AndMaybeMatcher.skip_to_quality = _skip_to_quality
+binary.UnionMatcher.skip_to_quality = _union_skip_to_quality
+binary.IntersectionMatcher.skip_to_quality = _intersection_skip_to_quality
+binary.AndMaybeMatcher.skip_to_quality = _and_maybe_skip_to_quality
+binary.AndMaybeMatcher.skip_to = _and_maybe_skip_to
