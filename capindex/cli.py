@@ -273,12 +273,14 @@ def search(ctx, query, limit, as_json):
     """Find images by words in their caption, tags or file name (BM25 ranking).
 
     Any word of QUERY may match and images matching more words rank higher;
-    "quoted phrases", AND / OR / NOT and field:word (fields caption, tags,
-    name) work too. Prints rank, score, path and caption, one image a line.
+    NOT word (or -word) leaves out the images with that word; "quoted
+    phrases", AND / OR and field:word (fields caption, tags, name) work too.
+    Prints rank, score, path and caption, one image a line.
 
     \b
-    Example:
+    Examples:
         capindex search "dog on a beach" --limit 5
+        capindex search "dog -cat"
     """
     from capindex.indexer import search as run_search
 

@@ -57,6 +57,17 @@ def test_boolean_and_phrase_queries(cli, ingested):
     assert paths(cli("search", '"dark green"', "--json")) == [f"{ingested}/green.png"]
 
 
+def test_not_and_a_leading_minus_exclude_words(cli, ingested):
+    without_dark = [f"{ingested}/IMG_2041_beach-sunset.jpg", f"{ingested}/sub/gray.jpg"]
+    # Words are OR-ed, but NOT excludes: not "picture, or anything that is not dark".
+    assert sorted(paths(cli("search", "picture NOT dark", "--json"))) == without_dark
+    assert sorted(paths(cli("search", "picture -dark", "--json"))) == without_dark
+    assert sorted(paths(cli("search", "NOT dark", "--json"))) == without_dark
+    assert sorted(paths(cli("search", "dark -red -tags:blue", "--json"))) == [f"{ingested}/green.png"]
+    # a hyphen inside a word is no minus
+    assert paths(cli("search", "beach-sunset", "--json")) == [f"{ingested}/IMG_2041_beach-sunset.jpg"]
+
+
 def test_no_match_and_stopwords_only(cli, ingested):
     result = cli("search", "zebra")
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "no images match 'zebra'\n")

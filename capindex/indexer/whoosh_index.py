@@ -38,7 +38,7 @@ from whoosh.analysis import StemmingAnalyzer
 from whoosh.collectors import TopCollector
 from whoosh.fields import ID, STORED, TEXT, Schema
 from whoosh.qparser import MultifieldParser, OrGroup
-from whoosh.query import NullQuery
+from whoosh.query import AndNot, Not, NullQuery, Or, Query
 from whoosh.reading import SegmentReader
 from whoosh.scoring import BM25F
 
@@ -180,9 +180,7 @@ class SearchIndex:
         for attempt in range(3):
             try:
                 ix = whoosh_index.open_dir(str(self.directory))
-                parser = MultifieldParser(list(FIELDS), ix.schema, fieldboosts=FIELD_BOOSTS,
-                                          group=OrGroup)
-                query = parser.parse(text)
+                query = parse_query(text, ix.schema)
                 if query is NullQuery:
                     return []
                 with ix.searcher(weighting=BM25F()) as searcher:
@@ -196,6 +194,37 @@ class SearchIndex:
                     raise
                 time.sleep(0.05)
         return []  # not reached
+
+
+# "-word" at the start of a word (not "beach-sunset"): Google's way of saying NOT word.
+_MINUS = re.compile(r"(?:(?<=\s)|^)-(?=[^\s-])")
+
+
+def parse_query(text: str, schema: Schema) -> Query:
+    """The Whoosh query for `text`: words OR-ed over the fields with their boosts, and
+    NOT (or a leading "-") excluding what follows it."""
+    parts = text.split('"')  # outside quotes are the even parts; phrases stay as typed
+    text = '"'.join(_MINUS.sub("NOT ", part) if i % 2 == 0 else part
+                    for i, part in enumerate(parts))
+    parser = MultifieldParser(list(FIELDS), schema, fieldboosts=FIELD_BOOSTS, group=OrGroup)
+    return _not_excludes(parser.parse(text))
+
+
+def _not_excludes(query: Query) -> Query:
+    """In an OR group Whoosh reads `dog NOT cat` as "dog, or anything without cat" (every
+    image without a cat matches); make NOT exclude: Or(dog, Not(cat)) -> AndNot(dog, cat),
+    and an OR of NOTs alone -> Not(Or(...)), anything with none of them."""
+    query = query.apply(_not_excludes)
+    if not isinstance(query, Or):
+        return query
+    excluded = [sub.query for sub in query.subqueries if isinstance(sub, Not)]
+    if not excluded:
+        return query
+    kept = [sub for sub in query.subqueries if not isinstance(sub, Not)]
+    negative = excluded[0] if len(excluded) == 1 else Or(excluded)
+    if not kept:
+        return Not(negative)
+    return AndNot(kept[0] if len(kept) == 1 else Or(kept, boost=query.boost), negative)
 
 
 class TieSkippingCollector(TopCollector):
