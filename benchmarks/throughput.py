@@ -23,9 +23,8 @@ realistic. On the same images, in one run, it measures:
            images/s over the run (from its summary) and the whole process's wall
            time, peak RSS and CPU time of the process tree (main process and
            decode workers); its stderr is a pseudo-terminal, so it draws its
-           progress bar as for a user, and the counts the bar shows between 10%
-           and 90% of the images give the steady rate, without the run's start
-           and finish;
+           progress bar as for a user, and the counts the bar shows give the rate
+           of the run's steady part (`steady_rate`), without its start and finish;
            model-only and ingest alternate for --rounds rounds and the median round
            of each, and the median of the rounds' ratios, are reported;
 - memory:  peak RSS of `capindex ingest` at two sizes (--memory-sizes), which
@@ -392,7 +391,7 @@ def side_by_side(models: list[dict], ingests: list[dict]) -> dict:
                 "rounds_images_per_s": [run["images_per_s"] for run in runs]}
 
     ratios = [i["images_per_s"] / m["images_per_s"] for m, i in zip(models, ingests)]
-    # the steady part of each ingest (10% to 90% of its images) against the same round's model
+    # the steady part of each ingest (steady_rate) against the same round's model-only rate
     steady = [i.get("steady_images_per_s") for i in ingests]
     steady_ratios = ([s / m["images_per_s"] for m, s in zip(models, steady)]
                      if all(steady) else None)
