@@ -11,7 +11,8 @@ import pytest
 from whoosh import index as whoosh_index
 from whoosh.fields import TEXT, Schema
 from whoosh.filedb.filestore import RamStorage
-from whoosh.matching import AndMaybeMatcher, IntersectionMatcher, Matcher, UnionMatcher
+from whoosh.matching import (AndMaybeMatcher, AndNotMatcher, IntersectionMatcher, Matcher,
+                             UnionMatcher)
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.scoring import BM25F
 
@@ -223,3 +224,22 @@ def test_skipping_by_quality_keeps_a_document_that_can_beat_the_bar(combine):
     matcher = combine(a, b)
     matcher.skip_to_quality(4.0)
     assert (12, 4.5) in remaining(matcher)
+
+
+def test_excluding_matcher_ends_quietly_when_a_skip_uses_up_its_positive_side():
+    # "boy dog NOT street": nothing left in boy OR dog can beat the bar, so the skip uses
+    # both up; the matcher must then be done, not ask the used-up side for a document.
+    boy = BlockPostings([[(0, 1.0), (1, 1.0)], [(5, 1.0), (6, 1.0)]])
+    dog = BlockPostings([[(2, 1.0), (3, 1.0)], [(7, 1.0), (8, 1.0)]])
+    street = BlockPostings([[(4, 1.0), (9, 1.0)]])
+    matcher = AndNotMatcher(UnionMatcher(boy, dog), street)
+    matcher.skip_to_quality(5.0)
+    assert not matcher.is_active()
+
+
+def test_excluding_matcher_built_with_its_negative_side_behind_skips_what_it_holds():
+    # Whoosh rebuilds matchers mid-search (`replace`), so an excluding matcher can start
+    # with its negative side behind: "cat" at 1, holding 5 further on, "dog" at 5.
+    dog = BlockPostings([[(5, 1.0), (6, 1.0)]])
+    cat = BlockPostings([[(1, 1.0), (5, 1.0)]])
+    assert remaining(AndNotMatcher(dog, cat)) == [(6, 1.0)]
