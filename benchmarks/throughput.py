@@ -533,8 +533,13 @@ def images_ahead(options) -> int:
 
 
 def _terminal() -> tuple[int, int]:
-    """A pseudo-terminal (master, slave) 120 columns wide, for the progress bar."""
-    master, slave = pty.openpty()
+    """(read end, write end) for the ingest's stderr: a pseudo-terminal 120 columns wide,
+    so that it draws its progress bar; a pipe where the system lends no pseudo-terminal
+    (then there is no bar and no steady rate)."""
+    try:
+        master, slave = pty.openpty()
+    except OSError:
+        return os.pipe()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     return master, slave
 

@@ -147,6 +147,22 @@ def test_progress_clock_reads_the_bar_counts_even_when_a_refresh_arrives_in_piec
     assert benchmark._SUMMARY.search(clock.text).group(1) == "300"
 
 
+def test_without_pseudo_terminals_the_ingest_writes_to_a_pipe(monkeypatch):
+    import os
+
+    benchmark = load_benchmark()
+
+    def no_terminal():
+        raise OSError("out of pty devices")
+
+    monkeypatch.setattr(benchmark.pty, "openpty", no_terminal)
+    read, write = benchmark._terminal()
+    os.write(write, b"0/300")
+    os.close(write)
+    assert os.read(read, 16) == b"0/300" and not os.isatty(read)
+    os.close(read)
+
+
 def test_sustained_rate_is_what_the_larger_run_adds():
     marginal_rate = load_benchmark().marginal_rate
     # 300 images in 5 s and 3000 in 47 s: 2700 more images in 42 s more
