@@ -834,6 +834,7 @@ def main(argv=None) -> dict:
                                               pin_memory=args.pin_memory),
                                 str(captioner.device), captioner.device_memory_gib)
         args.batch_size, workers = options.batch_size, options.workers
+        ahead = images_ahead(options)  # images decoded ahead of the model: see steady_rate
         results["settings"].update(batch_size=args.batch_size, workers=workers,
                                    worker_priority=options.worker_priority,
                                    pin_memory=options.pin_memory, precision=args.precision,
@@ -862,7 +863,7 @@ def main(argv=None) -> dict:
                 log(f"{name}: capindex ingest, round {round_ + 1}")
                 ingests.append(run_ingest(data_dir / name, temp / f"library-{name}", args,
                                           profile if round_ == 0 else None,
-                                          ahead=images_ahead(options)))
+                                          ahead=ahead))
             del tensors
             entry.update(side_by_side(models, ingests))
             entry["cpu_bound_ingest_vs_model"] = cpu_bound(entry["model"], entry["decode"],
@@ -884,8 +885,7 @@ def main(argv=None) -> dict:
                 results["ratios"]["large_vs_small_steady_ingest"] = round(steady[0] / steady[1], 3)
 
         if args.memory_sizes:
-            results["memory"] = memory = measure_memory(args, data_dir, temp,
-                                                        images_ahead(options))
+            results["memory"] = memory = measure_memory(args, data_dir, temp, ahead)
             if memory["marginal_images_per_s"] and "small" in sets:
                 # the memory runs are small images too: their added images against model-only
                 results["ratios"]["small_sustained_ingest_vs_model"] = round(

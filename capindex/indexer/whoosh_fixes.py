@@ -107,13 +107,9 @@ def _and_not_find_next(self):
     return moved
 
 
-def _and_not_find_first(self):
-    self._find_next()
-
-
 binary.UnionMatcher.skip_to_quality = _union_skip_to_quality
 binary.IntersectionMatcher.skip_to_quality = _intersection_skip_to_quality
 binary.AndMaybeMatcher.skip_to_quality = _and_maybe_skip_to_quality
 binary.AndMaybeMatcher.skip_to = _and_maybe_skip_to
 binary.AndNotMatcher._find_next = _and_not_find_next
-binary.AndNotMatcher._find_first = _and_not_find_first
+binary.AndNotMatcher._find_first = _and_not_find_next  # also when the negative side is behind
