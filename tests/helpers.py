@@ -6,8 +6,8 @@ from pathlib import Path
 
 from whoosh import index as whoosh_index
 
-from capindex.library import Library
-from capindex.pipeline.write import ParquetMirror
+from capindex.store.library_dir import LibraryDir as Library
+from capindex.store.parquet import ParquetMirror
 
 
 def check_library(root: Path) -> dict[str, dict]:

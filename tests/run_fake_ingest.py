@@ -10,12 +10,12 @@ or that drop root's power to read any file.
 
 import sys
 
-import capindex.pipeline.write
+import capindex.store.parquet
 from capindex.cli import main
 from fakes import FakeCaptioner
 
 if __name__ == "__main__":
     captioner = FakeCaptioner(delay=float(sys.argv[1]))
-    capindex.pipeline.write.ROW_GROUP_SIZE = int(sys.argv[2])
+    capindex.store.parquet.ROW_GROUP_SIZE = int(sys.argv[2])
     main(args=sys.argv[3:], obj={"load_captioner": lambda model_path, device: captioner},
          prog_name="capindex")

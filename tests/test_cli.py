@@ -10,11 +10,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from capindex.cli import EXPORT_FORMATS, Progress, format_summary, main
+from capindex.cli import main
+from capindex.cli.progress import Progress, format_summary
 from capindex.errors import ModelError
-from capindex.library import Library
-from capindex.pipeline.export import FORMATS
-from capindex.pipeline.ingest import Summary
+from capindex.store.library_dir import LibraryDir as Library
+from capindex.pipeline.report import Summary
 
 COMMANDS = sorted(main.commands)
 
@@ -65,10 +65,6 @@ def test_python_dash_m_runs_the_command():
     out = subprocess.run([sys.executable, "-m", "capindex", "search", "--help"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith("Usage: capindex search ")
-
-
-def test_export_formats_agree():
-    assert EXPORT_FORMATS == FORMATS
 
 
 def test_search_on_an_empty_library_says_how_to_ingest(cli, capindex_home):

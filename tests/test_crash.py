@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from capindex.library import Library
+from capindex.store.library_dir import LibraryDir as Library
 from fakes import FakeCaptioner, solid
 from helpers import check_library
 
@@ -66,9 +66,9 @@ def cleanup(proc) -> None:
 def test_kill_9_then_rerun(cli, many, capindex_home):
     proc = start_ingest(many, capindex_home, workers=1)
     try:
-        from capindex.indexer import SearchIndex
+        from capindex.store.keyword import KeywordIndex
 
-        index = SearchIndex(capindex_home / "index")
+        index = KeywordIndex(capindex_home / "index")
         wait_for(lambda: committed(capindex_home) >= 6 and index.doc_count() > 0, proc)
 
         # search works while the ingest runs (Whoosh readers, SQLite WAL)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from capindex.schemas import ARROW_SCHEMA, COLUMN_NAMES, ImageRecord
-from capindex.schemas.image import columns_markdown
+from capindex.store.schema import ARROW_SCHEMA, COLUMN_NAMES, ImageRecord
+from capindex.store.schema import columns_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHITECTURE = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
@@ -16,7 +16,7 @@ def test_column_table_in_the_docs_is_generated_from_the_schema():
     table = re.search(r"<!-- columns:.*?-->\n(.*?)\n<!-- /columns -->", ARCHITECTURE, re.S)
     assert table, "docs/architecture.md lost its column table markers"
     assert table.group(1) == columns_markdown(), (
-        "regenerate the table with: python -c 'from capindex.schemas.image import "
+        "regenerate the table with: python -c 'from capindex.store.schema import "
         "columns_markdown; print(columns_markdown())'")
 
 

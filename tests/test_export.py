@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from capindex.schemas import ARROW_SCHEMA, COLUMN_NAMES
+from capindex.store.schema import ARROW_SCHEMA, COLUMN_NAMES
 from fakes import solid
 
 
@@ -82,7 +82,7 @@ def test_export_replaces_an_old_file(cli, photos, tmp_path):
 
 def test_mirror_matches_export(cli, photos, tmp_path, capindex_home):
     """The library's own Parquet files hold the same rows as an export."""
-    from capindex.pipeline.write import ParquetMirror
+    from capindex.store.parquet import ParquetMirror
 
     cli("ingest", photos, "--workers", "0")
     solid(photos / "later.png", (10, 200, 10))

@@ -11,7 +11,7 @@ import pytest
 
 import capindex.pipeline.decode as decode
 from capindex.errors import ModelError
-from capindex.library import Library
+from capindex.store.library_dir import LibraryDir as Library
 from capindex.pipeline.caption import DeferredCaptioner
 from fakes import FakeCaptioner, solid
 from helpers import check_library

@@ -18,7 +18,7 @@ from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import image_tensor, load_pixels, resize, to_image, to_pixels
-from capindex.model.search import (_banned_by_trigrams, beam_search, beam_search_batched,
+from capindex.model.decoding import (_banned_by_trigrams, beam_search, beam_search_batched,
                                     greedy_search)
 from capindex.model.vocab import Vocabulary, tokenize
 from capindex.pipeline.caption import DeferredCaptioner

@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 
 import capindex.model.encoder as encoder_module
-from capindex.indexer import SearchIndex
+from capindex.store.keyword import KeywordIndex
 from capindex.model.captioner import (Captioner, autocast_dtype, load_placement,
                                       use_channels_last)
 from capindex.model.preprocess import image_tensor, normalize
 from capindex.pipeline.caption import DeferredCaptioner
 from capindex.pipeline.decode import DecodeDataset, decode_image, make_loader
-from capindex.pipeline.ingest import (CPU_WORKER_PRIORITY, IngestOptions,
-                                      default_workers, tuned_options)
+from capindex.pipeline.options import (CPU_WORKER_PRIORITY, IngestOptions,
+                                       default_workers, tuned_options)
 from fakes import exif_rotated_jpeg
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -220,15 +220,15 @@ def _rows(start: int, count: int) -> list[dict]:
 def test_final_flush_merges_small_segments_and_keeps_results(tmp_path):
     from whoosh import index as whoosh_index
 
-    from capindex.indexer.whoosh_index import document
+    from capindex.store.keyword import document
 
-    many = SearchIndex(tmp_path / "many")
+    many = KeywordIndex(tmp_path / "many")
     for start in range(1, 400, 40):  # ten segments, as a long ingest leaves them
         writer = many._open().writer()
         for row in _rows(start, 40):
             writer.add_document(**document(row))
         writer.commit(merge=False)
-    one = SearchIndex(tmp_path / "one")
+    one = KeywordIndex(tmp_path / "one")
     one.update(_rows(1, 400))
     one.flush()
 
@@ -251,7 +251,7 @@ def test_final_flush_merges_small_segments_and_keeps_results(tmp_path):
 
 
 def test_bulk_updates_are_committed_as_they_stream(tmp_path, monkeypatch):
-    index = SearchIndex(tmp_path / "ix", flush_every=50)
+    index = KeywordIndex(tmp_path / "ix", flush_every=50)
     commits = []
     flush = index.flush
     monkeypatch.setattr(index, "flush", lambda final=False: (commits.append(len(index._pending)),

@@ -8,9 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from capindex.indexer import SearchIndex
-from capindex.library import Changes, Library
-from capindex.pipeline.write import ParquetMirror
+from capindex.store.keyword import KeywordIndex
+from capindex.store.catalog import Changes
+from capindex.store.library_dir import LibraryDir as Library
+from capindex.store.parquet import ParquetMirror
 from helpers import check_library
 
 
@@ -54,7 +55,7 @@ def test_parquet_reconcile_drops_rows_the_catalogue_superseded(library):
 
 
 def test_index_reconcile(library):
-    index = SearchIndex(library.index_dir)
+    index = KeywordIndex(library.index_dir)
     with library.open_catalog() as catalog:
         rows = list(catalog.rows())
         index.update([], [rows[0]["id"]])  # one document lost

@@ -16,8 +16,12 @@ from whoosh.matching import (AndMaybeMatcher, AndNotMatcher, IntersectionMatcher
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.scoring import BM25F
 
-from capindex.indexer.whoosh_index import FIELD_BOOSTS, FIELDS, SearchIndex, TieSkippingCollector
+from capindex.errors import CapindexError
 from capindex.model.encoder import imagenet_labels
+from capindex.store import whoosh_fixes
+from capindex.store.keyword import FIELD_BOOSTS, FIELDS, KeywordIndex, TieSkippingCollector
+
+whoosh_fixes.apply()  # the matcher tests below build Whoosh's matchers directly
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
@@ -38,7 +42,7 @@ def index_dir(request, tmp_path_factory):
     in one segment, and in three (the top N then carries from one segment to the next)."""
     rng = random.Random(3)
     directory = tmp_path_factory.mktemp("index")
-    index = SearchIndex(directory)
+    index = KeywordIndex(directory)
     rows = [{"id": i, "seq": i, "status": "ok", "path": f"/p/IMG_{i:05d}.jpg",
              "caption": " ".join([f"a {rng.choice(SUBJECTS)} {rng.choice(PLACES)}",
                                   *rng.sample(FILLER, rng.randrange(12))]),
@@ -64,7 +68,7 @@ def exhaustive(directory, text, limit):
 
 @pytest.mark.parametrize("text", QUERIES)
 def test_top_scores_equal_exhaustive_scoring(index_dir, text):
-    found = SearchIndex(index_dir).search(text, limit=10)
+    found = KeywordIndex(index_dir).search(text, limit=10)
     want, _ = exhaustive(index_dir, text, 10)
     assert [score for _, score in found] == pytest.approx(want, rel=1e-12)
 
@@ -72,7 +76,7 @@ def test_top_scores_equal_exhaustive_scoring(index_dir, text):
 def test_documents_that_can_only_tie_are_not_scored(tmp_path):
     # The first ten captions already have the best possible score for "man grass";
     # none after them can do better, so only captions with both words need scoring.
-    index = SearchIndex(tmp_path)
+    index = KeywordIndex(tmp_path)
     captions = ["a man on the grass"] * 10 + ["a man on a beach", "a dog on the grass"] * 1000
     index.update({"id": i, "seq": i, "status": "ok", "path": f"/p/{i}.jpg", "caption": caption,
                   "tags": []} for i, caption in enumerate(captions, start=1))
@@ -87,7 +91,7 @@ def test_documents_that_can_only_tie_are_not_scored(tmp_path):
     # The bar: one floating-point step above the tenth score, no more.
     tenth = min(score for score, _ in collector.items)
     assert collector.minscore == math.nextafter(tenth, math.inf)
-    assert [row_id for row_id, _ in SearchIndex(tmp_path).search("man grass")] == list(range(1, 11))
+    assert [row_id for row_id, _ in KeywordIndex(tmp_path).search("man grass")] == list(range(1, 11))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +105,7 @@ def benchmark_like_index(tmp_path_factory):
     rng = random.Random(1)
     labels = imagenet_labels()[:40]
     directory = tmp_path_factory.mktemp("benchmark-like")
-    index = SearchIndex(directory)
+    index = KeywordIndex(directory)
     index.update({"id": i, "seq": i, "status": "ok", "path": f"/p/IMG_{i:06d}.jpg",
                   "caption": benchmark.make_caption(rng),
                   "tags": [{"label": rng.choice(labels), "prob": 0.1} for _ in range(5)]}
@@ -243,3 +247,11 @@ def test_excluding_matcher_built_with_its_negative_side_behind_skips_what_it_hol
     dog = BlockPostings([[(5, 1.0), (6, 1.0)]])
     cat = BlockPostings([[(1, 1.0), (5, 1.0)]])
     assert remaining(AndNotMatcher(dog, cat)) == [(6, 1.0)]
+
+
+def test_the_corrections_refuse_a_whoosh_release_they_were_not_written_for(monkeypatch):
+    import whoosh
+
+    monkeypatch.setattr(whoosh, "__version__", (3, 60, 0))
+    with pytest.raises(CapindexError, match=r"written for whoosh3 3\.54"):
+        whoosh_fixes.apply()

@@ -8,8 +8,8 @@ import pytest
 import capindex.pipeline.decode as decode
 import capindex.pipeline.supervise as supervise
 from capindex.errors import SharedMemoryFull
-from capindex.library import Library
-from capindex.pipeline.ingest import IngestOptions
+from capindex.store.library_dir import LibraryDir as Library
+from capindex.pipeline.options import IngestOptions
 from capindex.pipeline.shared_memory import fit_shared_memory, shared_memory_free
 from helpers import check_library
 

@@ -8,6 +8,15 @@ from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
 
+# The encoder's geometry (EfficientNet-Lite0): a square INPUT_SIZE image gives a GRID x GRID
+# grid of FEATURE_DIM channels, the cells the decoder attends over.
+INPUT_SIZE = 224
+FEATURE_DIM = 1280
+GRID = 7  # INPUT_SIZE / 32
+
+# The encoder's arithmetic (`captioner.autocast_dtype` says what each means).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 def checkpoint_sha256(path: str | Path) -> str:
     """The `weights_hash` a caption records: the SHA-256 of its checkpoint file."""

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+from capindex.model import DEFAULT_CHECKPOINT, PRECISIONS, checkpoint_sha256
 from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import normalize
-from capindex.model.search import beam_search, beam_search_batched, greedy_search
+from capindex.model.decoding import beam_search, beam_search_batched, greedy_search
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,6 @@ class Caption:
     tags: list[tuple[str, float]]  # top ImageNet labels with probabilities
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

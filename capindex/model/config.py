@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from capindex.model import FEATURE_DIM
+
 CELL_TYPES = ("gru", "lstm", "rnn")
 
 
@@ -11,7 +13,7 @@ CELL_TYPES = ("gru", "lstm", "rnn")
 class ModelConfig:
     vocab_size: int
     cell: str = "gru"  # one of CELL_TYPES
-    feature_dim: int = 1280  # encoder channels
+    feature_dim: int = FEATURE_DIM  # encoder channels
     project_dim: int = 512  # encoder features are projected to this size
     embed_dim: int = 256
     hidden_dim: int = 512

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from capindex.model import FEATURE_DIM, GRID
+
 ENCODER_ID = "efficientnet-lite0"
-FEATURE_DIM = 1280  # channels of the last conv layer
-GRID = 7  # 224 / 32: the feature grid is GRID x GRID
 
 
 def weights_path() -> Path:
@@ -64,10 +64,10 @@ class Encoder(nn.Module):
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = self.net.extract_features(images)  # (B, 1280, 7, 7)
-        pooled = grid.mean(dim=(2, 3))  # (B, 1280)
+        grid = self.net.extract_features(images)  # (B, FEATURE_DIM, GRID, GRID)
+        pooled = grid.mean(dim=(2, 3))  # (B, FEATURE_DIM)
         logits = self.net._fc(pooled)  # (B, 1000); dropout is a no-op in eval
-        features = grid.flatten(2).transpose(1, 2)  # (B, 49, 1280)
+        features = grid.flatten(2).transpose(1, 2)  # (B, GRID * GRID, FEATURE_DIM)
         return features, logits
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-INPUT_SIZE = 224
+from capindex.model import INPUT_SIZE
+
 # Names what this module makes of a file; cached training features are keyed by it, so a
 # change here (as when the resize moved from Pillow to torch) is never mixed with old ones.
 PREPROCESS_ID = "squash224-bicubic-torch"

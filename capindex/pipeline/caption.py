@@ -9,6 +9,8 @@ This module imports no torch, so that a run with nothing to caption needs none.
 from __future__ import annotations
 
 import json
+import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from capindex.errors import ModelError
@@ -95,3 +97,32 @@ class DeferredCaptioner:
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._loaded(), name)
+
+
+def load_captioner(model_path: str | Path | None = None, device: str = "auto",
+                   precision: str = "auto") -> DeferredCaptioner:
+    """The real captioner for `model_path` (None: the shipped model), loaded when first used,
+    so that an ingest with nothing to caption imports no torch. A file that cannot be a
+    checkpoint fails here, at once (ModelError)."""
+    from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+
+    path = Path(model_path or DEFAULT_CHECKPOINT)
+    try:
+        weights_hash = checkpoint_sha256(path)
+        archive = zipfile.is_zipfile(path)  # what torch.save writes: a bad file fails at once
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model checkpoint ({exc.strerror})") from exc
+    if not archive:
+        raise ModelError(f"{path}: not a readable checkpoint (not a zip archive)")
+
+    def load():
+        from capindex.model.captioner import Captioner
+
+        return Captioner.load(path, device=device, precision=precision)
+
+    def place():
+        from capindex.model.captioner import load_placement
+
+        return load_placement(device)
+
+    return DeferredCaptioner(weights_hash, load, source=str(path), place=place)

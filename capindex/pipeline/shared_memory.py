@@ -12,12 +12,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from capindex.errors import SharedMemoryFull
+from capindex.model import INPUT_SIZE
 
 if TYPE_CHECKING:
-    from capindex.pipeline.ingest import IngestOptions
+    from capindex.pipeline.options import IngestOptions
 
 # A decoded image as the workers send it: uint8 pixels, 3 x 224 x 224 (preprocess.to_pixels).
-IMAGE_BYTES = 3 * 224 * 224
+IMAGE_BYTES = 3 * INPUT_SIZE * INPUT_SIZE
 SHARED_MEMORY = "/dev/shm"  # where torch's worker processes put the batches they send (Linux)
 
 

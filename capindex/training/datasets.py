@@ -19,9 +19,6 @@ class CaptionDataset:
     train: list[str]
     val: list[str]
 
-    def paths(self, names: list[str]) -> list[Path]:
-        return [self.image_dir / n for n in names]
-
 
 def _read_split(path: Path, known: dict) -> list[str]:
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]

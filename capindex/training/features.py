@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from capindex.model import FEATURE_DIM, GRID
 from capindex.model.encoder import ENCODER_ID, Encoder
 from capindex.model.preprocess import PREPROCESS_ID, image_tensor
 
@@ -37,7 +38,7 @@ def encode_images(paths: list[Path], encoder: Encoder, batch_size: int = 64, wor
             images = images.contiguous(memory_format=torch.channels_last)
         features, _ = encoder(images)  # (B, 49, 1280)
         out.append(features.half().cpu())
-    return torch.cat(out) if out else torch.empty(0, 49, 1280, dtype=torch.half)
+    return torch.cat(out) if out else torch.empty(0, GRID * GRID, FEATURE_DIM, dtype=torch.half)
 
 
 def cached_features(image_dir: Path, names: list[str], cache_dir: Path, encoder_factory,

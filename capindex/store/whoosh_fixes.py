@@ -1,4 +1,8 @@
-"""Corrections to Whoosh's top-N matching (whoosh3 3.54), applied on import.
+"""Corrections to Whoosh's top-N matching (whoosh3 3.54), applied by `apply()`.
+
+The keyword index calls `apply()` before it searches; it replaces methods of Whoosh's
+matcher classes (Whoosh builds the matchers itself, so there is no other way in) and
+refuses a Whoosh release it was not written for (setup.cfg pins whoosh3 <3.55).
 
 Top-N search skips postings that cannot beat the N-th score: a leaf matcher skips
 its blocks whose best score (`block_quality`) is too low, and Whoosh's compound
@@ -30,7 +34,13 @@ The blocks skipped are fewer; the benchmark's search speed is unchanged
 
 from __future__ import annotations
 
+import whoosh
 from whoosh.matching import binary, mcore
+
+from capindex.errors import CapindexError
+
+# The releases these corrections were written and tested for (tests/test_search_ranking.py).
+WRITTEN_FOR = ((3, 54),)
 
 
 def _union_skip_to_quality(self, minquality):
@@ -107,9 +117,15 @@ def _and_not_find_next(self):
     return moved
 
 
-binary.UnionMatcher.skip_to_quality = _union_skip_to_quality
-binary.IntersectionMatcher.skip_to_quality = _intersection_skip_to_quality
-binary.AndMaybeMatcher.skip_to_quality = _and_maybe_skip_to_quality
-binary.AndMaybeMatcher.skip_to = _and_maybe_skip_to
-binary.AndNotMatcher._find_next = _and_not_find_next
-binary.AndNotMatcher._find_first = _and_not_find_next  # also when the negative side is behind
+def apply() -> None:
+    """Install the corrections (idempotent); CapindexError for an unknown Whoosh release."""
+    if tuple(whoosh.__version__[:2]) not in WRITTEN_FOR:
+        raise CapindexError(
+            f"capindex's corrections to Whoosh's matchers were written for whoosh3 3.54, but "
+            f"{whoosh.versionstring()} is installed; install it with: pip install 'whoosh3>=3.54,<3.55'")
+    binary.UnionMatcher.skip_to_quality = _union_skip_to_quality
+    binary.IntersectionMatcher.skip_to_quality = _intersection_skip_to_quality
+    binary.AndMaybeMatcher.skip_to_quality = _and_maybe_skip_to_quality
+    binary.AndMaybeMatcher.skip_to = _and_maybe_skip_to
+    binary.AndNotMatcher._find_next = _and_not_find_next
+    binary.AndNotMatcher._find_first = _and_not_find_next  # also when the negative side is behind

@@ -1,16 +1,10 @@
-"""Stage 4: write each batch to the catalogue, then to the Parquet mirror and the index.
+"""The Parquet mirror of the catalogue: `parquet/part-*.parquet`, rebuildable from SQLite.
 
-Crash safety rests on one rule: SQLite is the source of truth, committed once
-per batch; the Parquet mirror and the Whoosh index only ever receive rows that
-are already committed, and each can be rebuilt from the catalogue.
-
-Every write gives a row a fresh `seq` (a library-wide counter kept in the same
-transaction), so "the rows the catalogue holds" is exactly the set of live
-seqs. `ParquetMirror.reconcile` and `SearchIndex.reconcile` compare their
-contents with that set and fix any difference: rows superseded or deleted are
-dropped, rows missing (a killed run's unflushed buffer) are added, duplicates
-cannot survive. Ingest reconciles at the start of every run (repairing a
-kill -9) and the mirror again at the end (dropping rows this run superseded).
+It only ever receives rows already committed to the catalogue. Every write gives a row
+a fresh `seq`, so "the rows the catalogue holds" is exactly the set of live seqs;
+`ParquetMirror.reconcile` compares the parts with that set and fixes any difference:
+rows superseded or deleted are dropped, rows missing (a killed run's unflushed buffer)
+are added, duplicates cannot survive.
 """
 
 from __future__ import annotations
@@ -23,8 +17,8 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capindex.library import Catalog, Changes, Written
-from capindex.schemas import ARROW_SCHEMA, SCHEMA_VERSION, to_arrow
+from capindex.store.catalog import Catalog
+from capindex.store.schema import ARROW_SCHEMA, SCHEMA_VERSION, to_arrow
 
 ROW_GROUP_SIZE = 1024
 PART_GLOB = "part-*.parquet"
@@ -174,31 +168,3 @@ def write_rows(writer: pq.ParquetWriter, rows: Iterable[dict], batch_size: int) 
         writer.write_table(to_arrow(batch))
         count += len(batch)
     return count
-
-
-class Sinks:
-    """Fan-out of one batch: commit to the catalogue, then feed the derived stores."""
-
-    def __init__(self, catalog: Catalog, mirror: ParquetMirror, index) -> None:
-        self.catalog = catalog
-        self.mirror = mirror
-        self.index = index
-
-    def write(self, changes: Changes) -> Written:
-        if not changes:
-            return Written([], [])
-        written = self.catalog.write(changes)  # committed: nothing below can lose it
-        self.mirror.append(written.rows)
-        self.index.update(written.rows, written.deleted)
-        return written
-
-    def close(self) -> None:
-        self.mirror.finish()
-        self.index.flush(final=True)  # also merges the run's small index segments
-
-    def abandon(self) -> None:
-        """After an error: drop buffers; the next run's reconcile rebuilds from the catalogue."""
-        try:
-            self.mirror.discard()
-        finally:
-            self.index.discard()

@@ -1,12 +1,13 @@
-"""Search the library: Whoosh finds row ids, the catalogue supplies what is shown."""
+"""Search the library: the keyword index finds row ids, the catalogue supplies what is shown."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from capindex.errors import EmptyLibraryError
-from capindex.indexer.whoosh_index import SearchIndex, check_query
-from capindex.library import Library
+from capindex.store.keyword import KeywordIndex
+from capindex.store.keyword_query import check_query
+from capindex.store.library_dir import LibraryDir
 
 
 @dataclass
@@ -23,14 +24,14 @@ class Hit:
                 "path": self.path, "caption": self.caption, "tags": self.tags}
 
 
-def search(library: Library, text: str, limit: int = 10) -> list[Hit]:
+def search(library: LibraryDir, text: str, limit: int = 10) -> list[Hit]:
     """The best `limit` matches for `text`, best first.
 
     Raises QuerySyntaxError for a malformed query and EmptyLibraryError when
     nothing has been captioned yet.
     """
     check_query(text)
-    index = SearchIndex(library.index_dir)
+    index = KeywordIndex(library.index_dir)
     if not library.exists() or index.doc_count() == 0:
         raise EmptyLibraryError(str(library.root))
     found = index.search(text, limit)

@@ -1,6 +1,6 @@
-"""Model commands: `capindex caption`, `capindex train`, `capindex evaluate`.
+"""The model commands: `capindex caption`, `capindex train`, `capindex evaluate`.
 
-Registered on the main group by cli.py. Torch is imported inside the commands so
+Registered on the main group by capindex/cli/__init__.py. Torch is imported inside the commands so
 that `capindex --help` stays fast.
 """
 

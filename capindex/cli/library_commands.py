@@ -1,10 +1,5 @@
-"""The `capindex` command: a thin click layer over the library.
-
-This is the one place real collaborators are built (the Captioner, the progress
-bar). Heavy imports (torch, pyarrow, SQLAlchemy, Whoosh) happen inside the
-commands, so `capindex --help` is fast. Library errors (capindex.errors) become
-one-line `Error: ...` messages.
-"""
+"""The library commands: `capindex ingest`, `search`, `export`, `info`, each a thin layer
+over `capindex.api.Library` (torch, pyarrow, SQLAlchemy and Whoosh load inside them)."""
 
 from __future__ import annotations
 
@@ -12,15 +7,15 @@ import json
 import signal
 import sys
 import threading
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from capindex.errors import CapindexError, ModelError
-
-EXPORT_FORMATS = ("parquet", "csv", "jsonl")  # = capindex.pipeline.export.FORMATS
+from capindex.cli.common import library, library_errors
+from capindex.cli.progress import Progress, format_summary
+from capindex.model import PRECISIONS
+from capindex.store.export import FORMATS, format_from_suffix
 
 # `capindex ingest` exit statuses (also in its --help)
 EXIT_SOME_FAILED = 3
@@ -28,70 +23,7 @@ EXIT_INTERRUPTED = 130
 INTERRUPTED = "interrupted: what was written is kept; run the same command again to finish"
 
 
-def load_captioner(model_path: Path | None, device: str, precision: str = "auto"):
-    """The real captioner, loaded when first used, so that an ingest with nothing to
-    caption imports no torch; tests hand in a fake through `main(obj={"load_captioner": ...})`."""
-    from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
-    from capindex.pipeline.caption import DeferredCaptioner
-
-    path = Path(model_path or DEFAULT_CHECKPOINT)
-    try:
-        weights_hash = checkpoint_sha256(path)
-        archive = zipfile.is_zipfile(path)  # what torch.save writes: a bad file fails at once
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model checkpoint ({exc.strerror})") from exc
-    if not archive:
-        raise ModelError(f"{path}: not a readable checkpoint (not a zip archive)")
-
-    def load():
-        from capindex.model.captioner import Captioner
-
-        return Captioner.load(path, device=device, precision=precision)
-
-    def place():
-        from capindex.model.captioner import load_placement
-
-        return load_placement(device)
-
-    return DeferredCaptioner(weights_hash, load, source=str(path), place=place)
-
-
-@contextmanager
-def _library_errors():
-    try:
-        yield
-    except CapindexError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _library(ctx: click.Context):
-    from capindex.library import Library
-
-    return Library(ctx.obj["library_dir"])
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="capindex")
-@click.option("--library", "library_dir", metavar="DIR",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Library directory (catalogue, Parquet files, search index). "
-                   "Default: $CAPINDEX_HOME, else the user data directory "
-                   "(~/.local/share/capindex on Linux).")
-@click.pass_context
-def main(ctx: click.Context, library_dir: Path | None) -> None:
-    """Caption photo folders offline, then search them by keyword.
-
-    \b
-    Example:
-        capindex ingest ~/Pictures
-        capindex search "dog on a beach"
-    """
-    ctx.ensure_object(dict)
-    ctx.obj.setdefault("load_captioner", load_captioner)
-    ctx.obj["library_dir"] = library_dir
-
-
-@main.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...",
                 type=click.Path(exists=True, path_type=str))
 @click.option("--batch-size", type=click.IntRange(1, 4096),
@@ -111,7 +43,7 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
               help="CPU threads the model uses (decode workers use one each).  "
                    "[default: one per core]")
 @click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              type=click.Choice(PRECISIONS),
               help="Encoder arithmetic: auto is fp32; bf16 autocast is faster on CPUs with "
                    "AVX512-BF16, and changes some captions (fp16 runs fp32 on a CPU).")
 @click.option("--pin-memory/--no-pin-memory", default=False,
@@ -157,23 +89,20 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
         if not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine; use --device cpu "
                                      "or auto", param_hint="'--device'")
-    from capindex.pipeline.ingest import IngestOptions, ingest as run_ingest
-
-    library = _library(ctx)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    with _library_errors():
+    with library_errors():
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
-    options = IngestOptions(batch_size=batch_size, workers=workers, pin_memory=pin_memory,
-                            exclude=tuple(exclude), recaption=recaption, retry_failed=retry_failed)
-    events = Progress(quiet)
     try:
-        with _library_errors(), _stop_on_sigint() as stop:
-            summary = run_ingest(library, paths, captioner, options, events,
-                                 should_stop=lambda: stop.is_set())
+        with library_errors(), _stop_on_sigint() as stop:
+            summary = library(ctx).ingest(
+                paths, captioner=captioner, events=Progress(quiet),
+                should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
+                pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
+                retry_failed=retry_failed)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
@@ -207,63 +136,7 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-class Progress:
-    """Ingest events -> a tqdm bar (images/s) and `skipping` lines, on stderr."""
-
-    def __init__(self, quiet: bool = False, force: bool = False) -> None:
-        self.quiet = quiet
-        self.force = force  # draw the bar even when stderr is not a terminal
-        self.bar = None
-
-    def start(self, total: int) -> None:
-        if self.quiet or not total:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit=" images", desc="captioning", file=sys.stderr,
-                        disable=False if self.force else None, dynamic_ncols=True)
-
-    def advance(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.update(count)
-
-    def skipped(self, path: str, reason: str) -> None:
-        self._line(f"skipping {path}: {reason}")
-
-    def notice(self, text: str) -> None:
-        self._line(f"note: {text}")
-
-    def _line(self, line: str) -> None:
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            click.echo(line, err=True)
-
-    def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def format_summary(summary) -> str:
-    rate = summary.captioned / summary.seconds if summary.seconds else 0.0
-    parts = [f"{summary.new} new", f"{summary.unchanged} unchanged", f"{summary.moved} moved"]
-    for label in ("changed", "recaptioned", "retried", "deleted"):
-        if getattr(summary, label):
-            parts.append(f"{getattr(summary, label)} {label}")
-    parts.append(f"{summary.failed} failed")
-    lines = [f"{', '.join(parts)}; {summary.captioned} captioned in {summary.seconds:.1f} s "
-             f"({rate:.1f} images/s)"]
-    if summary.previously_failed:
-        lines.append(f"{summary.previously_failed} files failed in an earlier run and were "
-                     "not read again (use --retry-failed)")
-    if summary.other_model:
-        lines.append(f"{summary.other_model} images have captions from another model "
-                     "(use --recaption to redo them)")
-    return "\n".join(lines)
-
-
-@main.command()
+@click.command()
 @click.argument("query")
 @click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10_000),
               help="How many results at most.")
@@ -282,10 +155,8 @@ def search(ctx, query, limit, as_json):
         capindex search "dog on a beach" --limit 5
         capindex search "dog -cat"
     """
-    from capindex.indexer import search as run_search
-
-    with _library_errors():
-        hits = run_search(_library(ctx), query, limit)
+    with library_errors():
+        hits = library(ctx).search(query, limit)
     if as_json:
         click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
         return
@@ -295,9 +166,9 @@ def search(ctx, query, limit, as_json):
         click.echo(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}")
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS),
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format.  [default: from OUT's extension: .parquet, .csv, .jsonl]")
 @click.pass_context
 def export(ctx, out, fmt):
@@ -312,8 +183,6 @@ def export(ctx, out, fmt):
         capindex export captions.parquet
         capindex export - --format jsonl | head
     """
-    from capindex.pipeline.export import export as run_export, format_from_suffix, write_text
-
     fmt = fmt or format_from_suffix(out)
     if fmt is None:
         raise click.BadParameter("cannot tell the format from the file name; add --format "
@@ -321,15 +190,14 @@ def export(ctx, out, fmt):
     if out == "-" and fmt == "parquet":
         raise click.BadParameter("Parquet cannot go to standard output; give a file name",
                                  param_hint="'OUT'")
-    with _library_errors(), _library(ctx).open_catalog() as catalog:
-        if out == "-":
-            write_text(catalog.rows(), fmt, sys.stdout)
-            return
-        count = run_export(catalog, Path(out), fmt)
+    with library_errors():
+        count = library(ctx).export(sys.stdout if out == "-" else out, fmt)
+    if out == "-":
+        return
     click.echo(f"exported {count} rows to {out} ({fmt})", err=True)
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
 @click.pass_context
 def info(ctx, as_json):
@@ -339,20 +207,8 @@ def info(ctx, as_json):
     Example:
         capindex info --json
     """
-    from capindex.indexer import SearchIndex
-    from capindex.pipeline.write import ParquetMirror
-
-    library = _library(ctx)
-    report = {"library": str(library.root), "images": 0, "ok": 0, "failed": 0, "models": [],
-              "last_ingest": None, "failures": []}
-    if library.exists():
-        with _library_errors(), library.open_catalog() as catalog:
-            report.update(catalog.stats())
-            report["failures"] = [{"path": p, "error": e} for p, e in catalog.failures()]
-    mirror = ParquetMirror(library.parquet_dir)
-    report["parquet_files"] = len(mirror.parts())
-    report["parquet_rows"] = mirror.row_count()
-    report["index_documents"] = SearchIndex(library.index_dir).doc_count()
+    with library_errors():
+        report = library(ctx).info()
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
@@ -374,8 +230,4 @@ def info(ctx, as_json):
             click.echo(f"  {failure['path']}: {failure['error']}")
 
 
-# Model commands (capindex/cli_model.py): caption, train, evaluate.
-from capindex.cli_model import MODEL_COMMANDS  # noqa: E402  (after `main` exists)
-
-for _command in MODEL_COMMANDS:
-    main.add_command(_command)
+LIBRARY_COMMANDS = (ingest, search, export, info)

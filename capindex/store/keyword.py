@@ -1,4 +1,4 @@
-"""The Whoosh search index: caption, tags and file-name words, stemmed; BM25F ranking.
+"""The keyword index (Whoosh): caption, tags and file-name words, stemmed; BM25F ranking.
 
 The index holds only what search needs to match (the words) plus each row's
 `id` and `seq`; paths and captions shown in results come from the catalogue, so
@@ -20,7 +20,7 @@ coordination bonus (`OrGroup.factory`), which only added a small bonus per
 matched word and field but doubled the time of queries with common words:
 BM25F's sum over words and fields already ranks images that match more words
 higher. Top-N collection skips postings blocks that can at best tie the N-th
-score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` corrects Whoosh's
+score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` (applied when a KeywordIndex is made) corrects Whoosh's
 skipping in compound matchers, which could pass over or under-score a caption that
 belongs in the top N. NOT (or a leading "-") excludes (`parse_query`).
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Iterable
@@ -38,16 +37,14 @@ from whoosh import index as whoosh_index
 from whoosh.analysis import StemmingAnalyzer
 from whoosh.collectors import TopCollector
 from whoosh.fields import ID, STORED, TEXT, Schema
-from whoosh.qparser import MultifieldParser, OrGroup
-from whoosh.query import AndNot, Not, NullQuery, Or, Query
+from whoosh.query import NullQuery
 from whoosh.reading import SegmentReader
 from whoosh.scoring import BM25F
 
-from capindex.errors import QuerySyntaxError
-from capindex.indexer import whoosh_fixes  # noqa: F401  (corrects Whoosh's top-N matching)
+from capindex.store import whoosh_fixes
+from capindex.store.keyword_query import FIELD_BOOSTS, FIELDS, check_query, parse_query
 
-FIELDS = ("caption", "tags", "name")
-FIELD_BOOSTS = {"caption": 1.0, "tags": 0.6, "name": 0.8}
+__all__ = ["FIELDS", "FIELD_BOOSTS", "KeywordIndex", "TieSkippingCollector", "document"]
 # A segment holding less than this share of the documents is merged at the end of a run.
 MERGE_SHARE = 0.25
 
@@ -75,11 +72,12 @@ def document(row: dict) -> dict:
     }
 
 
-class SearchIndex:
+class KeywordIndex:
     """A Whoosh index in `directory`; writes are buffered and committed by `flush`."""
 
     def __init__(self, directory: Path, flush_every: int = 20000, flush_seconds: float = 10.0,
                  first_flush_seconds: float = 2.0) -> None:
+        whoosh_fixes.apply()  # correct top-N matching before any search (whoosh_fixes.py)
         self.directory = Path(directory)
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
@@ -197,37 +195,6 @@ class SearchIndex:
         return []  # not reached
 
 
-# "-word" at the start of a word (not "beach-sunset"): Google's way of saying NOT word.
-_MINUS = re.compile(r"(?:(?<=\s)|^)-(?=[^\s-])")
-
-
-def parse_query(text: str, schema: Schema) -> Query:
-    """The Whoosh query for `text`: words OR-ed over the fields with their boosts, and
-    NOT (or a leading "-") excluding what follows it."""
-    parts = text.split('"')  # outside quotes are the even parts; phrases stay as typed
-    text = '"'.join(_MINUS.sub("NOT ", part) if i % 2 == 0 else part
-                    for i, part in enumerate(parts))
-    parser = MultifieldParser(list(FIELDS), schema, fieldboosts=FIELD_BOOSTS, group=OrGroup)
-    return _not_excludes(parser.parse(text))
-
-
-def _not_excludes(query: Query) -> Query:
-    """In an OR group Whoosh reads `dog NOT cat` as "dog, or anything without cat" (every
-    image without a cat matches); make NOT exclude: Or(dog, Not(cat)) -> AndNot(dog, cat),
-    and an OR of NOTs alone -> Not(Or(...)), anything with none of them."""
-    query = query.apply(_not_excludes)
-    if not isinstance(query, Or):
-        return query
-    excluded = [sub.query for sub in query.subqueries if isinstance(sub, Not)]
-    if not excluded:
-        return query
-    kept = [sub for sub in query.subqueries if not isinstance(sub, Not)]
-    negative = excluded[0] if len(excluded) == 1 else Or(excluded)
-    if not kept:
-        return Not(negative)
-    return AndNot(kept[0] if len(kept) == 1 else Or(kept, boost=query.boost), negative)
-
-
 class TieSkippingCollector(TopCollector):
     """Whoosh's top-N collector, with the bar for the N-th place set as Lucene sets it.
 
@@ -272,45 +239,3 @@ def merge_small_segments(writer, segments):
         writer.add_reader(reader)
         reader.close()
     return [seg for seg in segments if seg not in small]
-
-
-_FIELD = re.compile(r"^\(*([A-Za-z_]\w*):(.*)$")
-_BINARY = ("AND", "OR", "ANDNOT", "ANDMAYBE")
-
-
-def check_query(text: str) -> None:
-    """Raise QuerySyntaxError for what Whoosh would silently drop or misread.
-
-    Whoosh's parser never fails: an unclosed parenthesis, a dangling AND or an
-    unknown field just vanish from the query. We say so instead.
-    """
-    if not text.strip():
-        raise QuerySyntaxError(text, "the query is empty")
-    if text.count('"') % 2:
-        raise QuerySyntaxError(text, "a quote (\") is not closed")
-    outside = re.sub(r'"[^"]*"', ' "" ', text)  # phrases are left to Whoosh
-    depth = 0
-    for char in outside:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth < 0:
-            break
-    if depth:
-        raise QuerySyntaxError(text, "the parentheses do not match")
-    if outside.count("[") != outside.count("]") or outside.count("{") != outside.count("}"):
-        raise QuerySyntaxError(text, "a range's brackets do not match")
-    words = re.sub(r"[()]", " ", outside).split()
-    for i, word in enumerate(words):
-        before = words[i - 1] if i else None
-        after = words[i + 1] if i + 1 < len(words) else None
-        if word in _BINARY and (before is None or after is None or after in _BINARY
-                                or before in _BINARY or before == "NOT"):
-            raise QuerySyntaxError(text, f"{word} needs a word on each side")
-        if word == "NOT" and (after is None or after in _BINARY):
-            raise QuerySyntaxError(text, "NOT needs a word after it")
-        field = _FIELD.match(word)
-        if field:
-            name, rest = field.groups()
-            if name not in FIELDS:
-                raise QuerySyntaxError(text, f"there is no field {name!r}")
-            if not rest:
-                raise QuerySyntaxError(text, f"{name}: needs a word right after the colon")

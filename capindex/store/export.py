@@ -2,7 +2,7 @@
 
 Read from SQLite (the source of truth) in id order, so an export is exactly the
 catalogue, whatever the state of the Parquet mirror. Columns and their order are
-`capindex.schemas.COLUMNS` (documented in docs/architecture.md). Parquet keeps
+`capindex.store.schema.COLUMNS` (documented in docs/architecture.md). Parquet keeps
 the types (tags as list<struct<label, prob>>, timestamps as timestamp[us]); CSV
 writes tags as JSON text and timestamps as ISO 8601; JSON Lines writes one object
 per row.
@@ -14,13 +14,10 @@ import csv
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TYPE_CHECKING, Iterable, TextIO
 
-import pyarrow.parquet as pq
-
-from capindex.library import Catalog
-from capindex.pipeline.write import write_rows
-from capindex.schemas import ARROW_SCHEMA, COLUMN_NAMES, to_arrow
+if TYPE_CHECKING:  # pyarrow and SQLAlchemy load when an export runs, not for `--help`
+    from capindex.store.catalog import Catalog
 
 FORMATS = ("parquet", "csv", "jsonl")
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
@@ -49,6 +46,11 @@ def export(catalog: Catalog, out: Path, fmt: str) -> int:
 
 
 def _write_parquet(rows: Iterable[dict], path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    from capindex.store.parquet import write_rows
+    from capindex.store.schema import ARROW_SCHEMA, to_arrow
+
     with pq.ParquetWriter(path, ARROW_SCHEMA) as writer:
         count = write_rows(writer, rows, _BATCH)
         if not count:
@@ -58,6 +60,8 @@ def _write_parquet(rows: Iterable[dict], path: Path) -> int:
 
 def write_text(rows: Iterable[dict], fmt: str, stream: TextIO) -> int:
     """Rows as CSV (with a header) or JSON Lines on a text stream; returns the row count."""
+    from capindex.store.schema import COLUMN_NAMES
+
     count = 0
     if fmt == "csv":
         writer = csv.writer(stream)

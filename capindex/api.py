@@ -1,0 +1,100 @@
+"""The Python API: one `Library` with ingest, search, export and info.
+
+    import capindex
+    lib = capindex.Library("~/capindex-library")     # or Library() for the default location
+    lib.ingest(["~/Pictures"])                       # -> Summary (new, moved, failed, ...)
+    for hit in lib.search("dog on a beach", limit=5):
+        print(hit.score, hit.path, hit.caption)
+
+The CLI is a thin layer over this class; collaborators (the captioner, the progress
+events) can be passed in, so a test or another program can hand in its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
+
+from capindex.store.library_dir import LibraryDir
+
+if TYPE_CHECKING:
+    from capindex.pipeline.caption import CaptionerLike
+    from capindex.pipeline.report import Events, Summary
+    from capindex.search import Hit
+
+
+class Library:
+    """A capindex library: a directory holding the catalogue, its Parquet mirror and the
+    search index. `path` None: $CAPINDEX_HOME, else the user data directory."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.dir = LibraryDir(path)
+
+    @property
+    def root(self) -> Path:
+        return self.dir.root
+
+    def __repr__(self) -> str:
+        return f"Library({str(self.root)!r})"
+
+    def ingest(self, paths: Sequence[str | Path], *, model: str | Path | None = None,
+               device: str = "auto", precision: str = "auto",
+               captioner: CaptionerLike | None = None, events: Events | None = None,
+               should_stop: Callable[[], bool] = lambda: False, **options) -> Summary:
+        """Caption the images under `paths` into the library, incrementally.
+
+        `model`: a checkpoint (default: the shipped one), loaded on `device` only when
+        something needs captioning; or pass a ready `captioner`. `options` are the fields
+        of `capindex.pipeline.options.IngestOptions` (batch_size, workers, exclude,
+        recaption, retry_failed, ...). Raises CapindexError subclasses (library busy,
+        model unreadable, ...); files that cannot be read become error rows instead.
+        """
+        from capindex.pipeline.caption import load_captioner
+        from capindex.pipeline.ingest import ingest
+        from capindex.pipeline.options import IngestOptions
+
+        if captioner is None:
+            captioner = load_captioner(model, device, precision)
+        return ingest(self.dir, [str(p) for p in paths], captioner, IngestOptions(**options),
+                      events, should_stop)
+
+    def search(self, query: str, limit: int = 10) -> list[Hit]:
+        """The best `limit` images for `query`, best first (see `capindex search --help`)."""
+        from capindex.search import search
+
+        return search(self.dir, query, limit)
+
+    def export(self, out: str | Path | TextIO, format: str | None = None) -> int:
+        """Write the whole catalogue to `out` (a path, replaced atomically, or a text
+        stream for csv/jsonl); `format` parquet|csv|jsonl, default from out's suffix.
+        Returns the number of rows."""
+        from capindex.store.export import FORMATS, export, format_from_suffix, write_text
+
+        stream = not isinstance(out, (str, Path))
+        fmt = format or (None if stream else format_from_suffix(str(out)))
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        if stream and fmt == "parquet":
+            raise ValueError("Parquet needs a file name, not a stream")
+        with self.dir.open_catalog() as catalog:
+            if stream:
+                return write_text(catalog.rows(), fmt, out)
+            return export(catalog, Path(out), fmt)
+
+    def info(self) -> dict:
+        """Where the library is, counts, the models that wrote captions, the first failures,
+        and the size of the Parquet mirror and the index."""
+        from capindex.store.keyword import KeywordIndex
+        from capindex.store.parquet import ParquetMirror
+
+        report = {"library": str(self.root), "images": 0, "ok": 0, "failed": 0, "models": [],
+                  "last_ingest": None, "failures": []}
+        if self.dir.exists():
+            with self.dir.open_catalog() as catalog:
+                report.update(catalog.stats())
+                report["failures"] = [{"path": p, "error": e} for p, e in catalog.failures()]
+        mirror = ParquetMirror(self.dir.parquet_dir)
+        report["parquet_files"] = len(mirror.parts())
+        report["parquet_rows"] = mirror.row_count()
+        report["index_documents"] = KeywordIndex(self.dir.index_dir).doc_count()
+        return report

@@ -1,0 +1,97 @@
+"""Planning an ingest: sort what discovery found into tasks, using only the catalogue
+and stat() (no file is opened).
+
+- same path, size and mtime as catalogued: unchanged, not opened (a failed file
+  is retried only with --retry-failed; a caption by another model is redone
+  only with --recaption);
+- otherwise it is a task: read and hashed, then captioned unless its content is
+  already catalogued (a moved, renamed or touched file: `reuse_hashes`);
+- a catalogued file under the given paths that is no longer found is an orphan:
+  deleted at the end of the run, unless it turns out to have moved (not after an
+  interrupted run, and not under a directory that could not be listed).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from capindex.pipeline.discover import Found, catalog_path, is_under
+from capindex.pipeline.options import IngestOptions
+from capindex.pipeline.report import Events, Summary
+from capindex.store.catalog import FileState
+
+
+@dataclass
+class Task:
+    found: Found
+    reason: str  # new | changed | recaption | retry
+    old: FileState | None = None
+
+
+@dataclass
+class Plan:
+    tasks: list[Task] = field(default_factory=list)
+    failures: list[Found] = field(default_factory=list)  # discovery errors to record
+    orphans: dict[str, FileState] = field(default_factory=dict)  # catalogued, not found now
+    reuse_hashes: frozenset[str] = frozenset()
+    summary: Summary = field(default_factory=Summary)
+
+
+def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Sequence[str],
+                weights_hash: str, options: IngestOptions, events: Events) -> Plan:
+    """Sort what discovery found into tasks, using only the catalogue and stat().
+
+    `weights_hash` is the captioner's: a caption recording another one is another model's
+    (the model id comes from the same checkpoint file, so the hash alone tells).
+    """
+    plan = Plan()
+    summary = plan.summary
+    seen: set[str] = set()
+    unlisted: list[str] = []  # directories that could not be read
+    for entry in found:
+        if entry.is_dir:
+            events.skipped(entry.key, entry.error)
+            unlisted.append(entry.key)
+            summary.failed += 1
+            continue
+        seen.add(entry.key)
+        old = states.get(entry.key)
+        if entry.error:
+            if old and old.status == "error" and old.error == entry.error and not options.retry_failed:
+                summary.previously_failed += 1
+            else:
+                plan.failures.append(entry)
+            continue
+        if old is None or (old.size, old.mtime_ns) != (entry.size, entry.mtime_ns):
+            plan.tasks.append(Task(entry, "changed" if old else "new", old))
+        elif old.status != "ok":
+            if options.retry_failed:
+                plan.tasks.append(Task(entry, "retry", old))
+            else:
+                summary.previously_failed += 1
+        elif old.weights_hash != weights_hash:
+            if options.recaption:
+                plan.tasks.append(Task(entry, "recaption", old))
+            else:
+                summary.other_model += 1
+                summary.unchanged += 1
+        else:
+            summary.unchanged += 1
+    root_keys = [catalog_path(os.path.abspath(r)) for r in roots]
+    plan.orphans = {
+        key: state for key, state in states.items()
+        if key not in seen and any(is_under(key, r) for r in root_keys)
+        and not any(is_under(key, d) for d in unlisted)
+    }
+
+    def reusable(state: FileState | None) -> bool:
+        return bool(state and state.status == "ok" and state.sha256
+                    and (not options.recaption or state.weights_hash == weights_hash))
+
+    plan.reuse_hashes = frozenset(
+        [s.sha256 for s in plan.orphans.values() if reusable(s)]
+        + [t.old.sha256 for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
+    )
+    return plan

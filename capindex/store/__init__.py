@@ -1,0 +1,14 @@
+"""Persistence, one module per store. SQLite (`catalog.py`) is the source of truth; the
+Parquet mirror (`parquet.py`) and the keyword index (`keyword.py`) are rebuilt from it.
+
+    library_dir.py   where a library lives, its paths, the writer lock
+    schema.py        the image row, declared once (SQL table and Arrow schema)
+    catalog.py       all SQL on catalog.sqlite
+    parquet.py       the Parquet mirror
+    keyword.py       the Whoosh keyword index (keyword_query.py: its query language;
+                     whoosh_fixes.py: corrections to Whoosh's top-N matching)
+    sinks.py         one ingest batch -> catalogue commit -> derived stores
+    export.py        the whole catalogue as Parquet, CSV or JSON Lines
+
+Modules are imported where used (SQLAlchemy, pyarrow and Whoosh load on demand).
+"""
