@@ -12,8 +12,9 @@ events) can be passed in, so a test or another program can hand in its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from capindex.store.library_dir import LibraryDir
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fakes import FakeCaptioner, bad_input_folder, solid
 
 from capindex.cli import main
-from fakes import FakeCaptioner, bad_input_folder, solid
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_images"

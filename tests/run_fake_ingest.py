@@ -10,9 +10,10 @@ or that drop root's power to read any file.
 
 import sys
 
+from fakes import FakeCaptioner
+
 import capindex.store.parquet
 from capindex.cli import main
-from fakes import FakeCaptioner
 
 if __name__ == "__main__":
     captioner = FakeCaptioner(delay=float(sys.argv[1]))

@@ -12,12 +12,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from fakes import solid
+from helpers import check_library
 
 import capindex.pipeline.decode as decode
 import capindex.pipeline.supervise as supervise
 from capindex.errors import DecodeWorkerDied
-from fakes import solid
-from helpers import check_library
 
 RUNNER = Path(__file__).with_name("run_fake_ingest.py")
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"

@@ -12,9 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import Image
-
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 

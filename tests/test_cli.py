@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from capindex.cli import main
 from capindex.cli.progress import Progress, format_summary
 from capindex.errors import ModelError
-from capindex.store.library_dir import LibraryDir as Library
 from capindex.pipeline.report import Summary
+from capindex.store.library_dir import LibraryDir as Library
 
 COMMANDS = sorted(main.commands)
 

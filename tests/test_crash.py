@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from capindex.store.library_dir import LibraryDir as Library
 from fakes import FakeCaptioner, solid
 from helpers import check_library
+
+from capindex.store.library_dir import LibraryDir as Library
 
 RUNNER = Path(__file__).with_name("run_fake_ingest.py")
 COUNT = 60

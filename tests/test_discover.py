@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes import solid
 from PIL import Image, UnidentifiedImageError
 
 import capindex.model.preprocess  # noqa: F401  (sets the pixel limit the pipeline uses)
 from capindex.errors import describe_failure
 from capindex.pipeline.discover import catalog_path, discover, is_under
-from fakes import solid
 
 
 def names(found, root) -> list[str]:

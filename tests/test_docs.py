@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from capindex.store.schema import ARROW_SCHEMA, COLUMN_NAMES, ImageRecord
-from capindex.store.schema import columns_markdown
+from capindex.store.schema import ARROW_SCHEMA, COLUMN_NAMES, ImageRecord, columns_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHITECTURE = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")

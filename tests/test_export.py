@@ -9,9 +9,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fakes import solid
 
 from capindex.store.schema import ARROW_SCHEMA, COLUMN_NAMES
-from fakes import solid
 
 
 @pytest.fixture

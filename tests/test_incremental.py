@@ -8,13 +8,13 @@ import shutil
 import time
 
 import pytest
+from fakes import FakeCaptioner, solid
+from helpers import check_library
 
 import capindex.pipeline.decode as decode
 from capindex.errors import ModelError
-from capindex.store.library_dir import LibraryDir as Library
 from capindex.pipeline.caption import DeferredCaptioner
-from fakes import FakeCaptioner, solid
-from helpers import check_library
+from capindex.store.library_dir import LibraryDir as Library
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def ingested(cli, photos, capindex_home, fake):
 
 
 def summary_line(result) -> str:
-    return [line for line in result.stderr.splitlines() if " new, " in line][0]
+    return next(line for line in result.stderr.splitlines() if " new, " in line)
 
 
 def search(cli, query) -> list[str]:

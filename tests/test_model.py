@@ -8,21 +8,25 @@ import numpy as np
 import PIL
 import pytest
 import torch
+from fakes import FakeCaptioner
 from PIL import Image
 
 from capindex.errors import ModelError
-from capindex.model.captioner import Captioner, load_placement
 from capindex.model import DEFAULT_CHECKPOINT
+from capindex.model.captioner import Captioner, load_placement
 from capindex.model.checkpoint import load_checkpoint, save_checkpoint
 from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
+from capindex.model.decoding import (
+    _banned_by_trigrams,
+    beam_search,
+    beam_search_batched,
+    greedy_search,
+)
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import image_tensor, load_pixels, resize, to_image, to_pixels
-from capindex.model.decoding import (_banned_by_trigrams, beam_search, beam_search_batched,
-                                    greedy_search)
 from capindex.model.vocab import Vocabulary, tokenize
 from capindex.pipeline.caption import DeferredCaptioner
-from fakes import FakeCaptioner
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 CAPTIONS = ["a dog runs on the grass", "a man rides a red bike down the road",
@@ -165,7 +169,7 @@ def test_deferred_captioner_loads_on_first_use_only():
     assert (deferred.model_id, deferred.decoding) == (real.model_id, real.decoding)
     assert deferred.caption_batch == real.caption_batch and loads == [1]
     with pytest.raises(ModelError, match=r"m\.pt: the file changed while capindex ran"):
-        DeferredCaptioner("another hash", lambda: real, source="m.pt").model_id
+        _ = DeferredCaptioner("another hash", lambda: real, source="m.pt").model_id
 
 
 def test_deferred_captioner_says_where_the_model_runs_without_loading_it():

@@ -6,7 +6,6 @@ the functions that make them and a fake captioner that claims to be on CUDA.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -14,18 +13,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakes import exif_rotated_jpeg
 from PIL import Image
 
 import capindex.model.encoder as encoder_module
-from capindex.store.keyword import KeywordIndex
-from capindex.model.captioner import (Captioner, autocast_dtype, load_placement,
-                                      use_channels_last)
+from capindex.model.captioner import Captioner, autocast_dtype, load_placement, use_channels_last
 from capindex.model.preprocess import image_tensor, normalize
 from capindex.pipeline.caption import DeferredCaptioner
 from capindex.pipeline.decode import DecodeDataset, decode_image, make_loader
-from capindex.pipeline.options import (CPU_WORKER_PRIORITY, IngestOptions,
-                                       default_workers, tuned_options)
-from fakes import exif_rotated_jpeg
+from capindex.pipeline.options import (
+    CPU_WORKER_PRIORITY,
+    IngestOptions,
+    default_workers,
+    tuned_options,
+)
+from capindex.store.keyword import KeywordIndex
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import check_library
 
 import capindex
 from capindex.cli import main
-from helpers import check_library
 
 DEFAULT_MODEL = Path(capindex.__file__).resolve().parent / "weights" / "default.pt"
 

@@ -7,12 +7,12 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import check_library
 
-from capindex.store.keyword import KeywordIndex
 from capindex.store.catalog import Changes
+from capindex.store.keyword import KeywordIndex
 from capindex.store.library_dir import LibraryDir as Library
 from capindex.store.parquet import ParquetMirror
-from helpers import check_library
 
 
 @pytest.fixture

@@ -11,8 +11,13 @@ import pytest
 from whoosh import index as whoosh_index
 from whoosh.fields import TEXT, Schema
 from whoosh.filedb.filestore import RamStorage
-from whoosh.matching import (AndMaybeMatcher, AndNotMatcher, IntersectionMatcher, Matcher,
-                             UnionMatcher)
+from whoosh.matching import (
+    AndMaybeMatcher,
+    AndNotMatcher,
+    IntersectionMatcher,
+    Matcher,
+    UnionMatcher,
+)
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.scoring import BM25F
 

@@ -4,14 +4,14 @@ still does not fit stops the run with one line, and what was committed stays."""
 from __future__ import annotations
 
 import pytest
+from helpers import check_library
 
 import capindex.pipeline.decode as decode
 import capindex.pipeline.supervise as supervise
 from capindex.errors import SharedMemoryFull
-from capindex.store.library_dir import LibraryDir as Library
 from capindex.pipeline.options import IngestOptions
 from capindex.pipeline.shared_memory import fit_shared_memory, shared_memory_free
-from helpers import check_library
+from capindex.store.library_dir import LibraryDir as Library
 
 MB = 2**20
 TORCH_MESSAGE = ("unable to allocate shared memory(shm) for file </torch_1_2_3>: "

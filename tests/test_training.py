@@ -90,7 +90,7 @@ def test_dataset_without_split_files_holds_out_a_seeded_sample(tmp_path):
 
 
 def test_dataset_errors_name_the_problem(tmp_path):
-    with pytest.raises(DatasetError, match="no captions.csv"):
+    with pytest.raises(DatasetError, match=r"no captions\.csv"):
         read_dataset(tmp_path)
     (tmp_path / "captions.csv").write_text("file,text\nx.jpg,hello\n")
     with pytest.raises(DatasetError, match="needs the columns image,caption"):

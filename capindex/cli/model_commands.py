@@ -60,7 +60,7 @@ def caption(images, model_path, beam_size, device, as_json):
         if as_json:
             click.echo(json.dumps({"path": str(path), "caption": result.text,
                                    "score": round(result.score, 4),
-                                   "tags": [{"label": l, "p": p} for l, p in result.tags]}))
+                                   "tags": [{"label": label, "p": p} for label, p in result.tags]}))
         else:
             click.echo(f"{path}\t{result.text}")
     sys.exit(1 if failed else 0)
@@ -100,7 +100,8 @@ def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout,
     --data ../shared/datasets/coco-1997 --out model.pt
     """
     from capindex.training.datasets import read_dataset
-    from capindex.training.trainer import TrainConfig, train as run_training
+    from capindex.training.trainer import TrainConfig
+    from capindex.training.trainer import train as run_training
 
     config = TrainConfig(cell=cell, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, seed=seed)

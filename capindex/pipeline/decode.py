@@ -16,10 +16,10 @@ import io
 import os
 import signal
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -56,7 +56,7 @@ class DecodedBatch:
     # scales them (`preprocess.normalize`), so a quarter of the bytes travel to it.
     images: torch.Tensor | None
 
-    def pin_memory(self) -> "DecodedBatch":  # called by DataLoader(pin_memory=True)
+    def pin_memory(self) -> DecodedBatch:  # called by DataLoader(pin_memory=True)
         if self.images is not None:
             self.images = self.images.pin_memory()
         return self

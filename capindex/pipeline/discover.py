@@ -10,9 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import Iterable, Iterator, Sequence
 
 from capindex.errors import describe_failure
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from capindex.pipeline.caption import CaptionerLike, caption_images, placement, provenance
 from capindex.pipeline.discover import Found, discover

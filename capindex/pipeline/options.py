@@ -5,8 +5,8 @@ defaults picked for the model's device (`tuned_options`), each constant with its
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 
 @dataclass

@@ -14,8 +14,8 @@ and stat() (no file is opened).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from capindex.pipeline.discover import Found, catalog_path, is_under
 from capindex.pipeline.options import IngestOptions

@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -149,7 +149,7 @@ class _Tracked(Dataset):
             time.sleep(0.01)
         for _, how in ended.values():
             raise DecodeWorkerDied(how)
-        raise  # noqa: PLE0704 (the exception being handled: not a death)
+        raise
 
     def stop_overdue(self, limit: float) -> bool:
         """Kill each worker that has been reading one file for `limit` s; True once any

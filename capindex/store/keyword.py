@@ -20,9 +20,9 @@ coordination bonus (`OrGroup.factory`), which only added a small bonus per
 matched word and field but doubled the time of queries with common words:
 BM25F's sum over words and fields already ranks images that match more words
 higher. Top-N collection skips postings blocks that can at best tie the N-th
-score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` (applied when a KeywordIndex is made) corrects Whoosh's
-skipping in compound matchers, which could pass over or under-score a caption that
-belongs in the top N. NOT (or a leading "-") excludes (`parse_query`).
+score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` (applied when a
+KeywordIndex is made) corrects Whoosh's skipping in compound matchers, which could
+pass over or under-score a caption that belongs in the top N. NOT (or a leading "-") excludes (`parse_query`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from whoosh import index as whoosh_index
 from whoosh.analysis import StemmingAnalyzer

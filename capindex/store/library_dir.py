@@ -14,9 +14,10 @@ data directory (platformdirs: ~/.local/share/capindex on Linux).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from capindex.errors import CapindexError, EmptyLibraryError, LibraryBusyError
 

@@ -13,8 +13,9 @@ of `{"label": str, "prob": float}` dicts. `None` where a value is absent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa

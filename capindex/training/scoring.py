@@ -9,15 +9,20 @@ from __future__ import annotations
 import contextlib
 import io
 
+from capindex.errors import CapindexError
 from capindex.model.vocab import tokenize
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D")
 
 
 def score_captions(hypotheses: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError as exc:
+        raise CapindexError("scoring captions needs the training extra: "
+                            "pip install 'capindex[train]' (pycocoevalcap)") from exc
 
     keys = sorted(hypotheses)
     res = {k: [" ".join(tokenize(hypotheses[k])) or "empty"] for k in keys}

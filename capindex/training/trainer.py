@@ -19,8 +19,8 @@ from tqdm import tqdm
 from capindex.model.checkpoint import save_checkpoint
 from capindex.model.config import ModelConfig
 from capindex.model.decoder import CaptionDecoder
-from capindex.model.encoder import ENCODER_ID, Encoder, weights_sha256
 from capindex.model.decoding import greedy_search
+from capindex.model.encoder import ENCODER_ID, Encoder, weights_sha256
 from capindex.model.vocab import Vocabulary
 from capindex.training.datasets import CaptionDataset
 from capindex.training.features import cached_features
