@@ -1,0 +1,23 @@
+"""Every capindex name the benchmarks use, imported here and nowhere else.
+
+When capindex's modules move, only this file follows them. It imports `capindex`
+first, so that its OpenMP setting (GOMP_SPINCOUNT) applies before torch loads, as
+in `capindex ingest`. The benchmark's modules import it inside the functions that
+need it, so that making images or checking options loads no torch.
+"""
+
+from __future__ import annotations
+
+import capindex  # noqa: F401  (first: it sets GOMP_SPINCOUNT before torch loads)
+from capindex.indexer import SearchIndex
+from capindex.library import Library
+from capindex.model.captioner import Caption, Captioner
+from capindex.model.encoder import imagenet_labels
+from capindex.model.preprocess import resize
+from capindex.model.search import beam_search, beam_search_batched
+from capindex.pipeline.decode import DecodeDataset
+from capindex.pipeline.ingest import IngestOptions, decode_loader, ingest, tuned_options
+
+__all__ = ["Caption", "Captioner", "DecodeDataset", "IngestOptions", "Library", "SearchIndex",
+           "beam_search", "beam_search_batched", "decode_loader", "imagenet_labels", "ingest",
+           "resize", "tuned_options"]
