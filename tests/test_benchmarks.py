@@ -1,12 +1,12 @@
-"""benchmarks/throughput.py runs and writes its JSON.
+"""benchmarks/throughput.py (the benchmarks.capbench package) runs and writes its JSON.
 
 Benchmarks are not tests: this only checks that the script works end to end on
-a tiny set (--quick, a small random model), not what its numbers are.
+a tiny set (--quick, a small random model), not what its numbers are, and that the
+pieces its numbers come from compute what they say.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,14 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmarks.capbench import cpu, data, ingest, memory, summary, watch
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
@@ -63,8 +58,7 @@ def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
 
 
 def test_large_images_are_distinct_12_megapixel_camera_jpegs(tmp_path):
-    benchmark = load_benchmark()
-    paths = benchmark.make_set(tmp_path / "large", "large", 2)
+    paths = data.make_set(tmp_path / "large", "large", 2)
     assert len({p.read_bytes()[:64] for p in paths}) == 2  # a comment makes each file unique
     for path in paths:
         with Image.open(path) as img:
@@ -73,30 +67,28 @@ def test_large_images_are_distinct_12_megapixel_camera_jpegs(tmp_path):
         assert path.stat().st_size > 1_000_000  # textured like a photo, not a smooth upscale
     # a second call reuses the files
     mtimes = [p.stat().st_mtime_ns for p in paths]
-    assert benchmark.make_set(tmp_path / "large", "large", 2) == paths
+    assert data.make_set(tmp_path / "large", "large", 2) == paths
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
 
 
 def test_small_images_are_the_same_whatever_the_set_size(tmp_path):
-    benchmark = load_benchmark()
-    three = benchmark.make_set(tmp_path / "a", "small", 3)
-    two = benchmark.make_set(tmp_path / "b", "small", 2)
+    three = data.make_set(tmp_path / "a", "small", 3)
+    two = data.make_set(tmp_path / "b", "small", 2)
     assert [p.read_bytes() for p in two] == [p.read_bytes() for p in three[:2]]
     assert len({p.read_bytes() for p in three}) == 3
     with Image.open(three[0]) as img:
         assert img.size == (500, 375)
     # a smaller set is taken from a larger one already made, without remaking it
     mtimes = [p.stat().st_mtime_ns for p in three]
-    assert benchmark.make_set(tmp_path / "a", "small", 2) == three[:2]
+    assert data.make_set(tmp_path / "a", "small", 2) == three[:2]
     assert [p.stat().st_mtime_ns for p in three] == mtimes
 
 
 def test_rounds_report_the_median_run_and_the_median_ratio():
-    side_by_side = load_benchmark().side_by_side
     models = [{"images_per_s": r} for r in (70.0, 50.0, 60.0)]
     ingests = [{"images_per_s": r, "peak_rss_mb": m, "tree_peak_rss_mb": m + 1,
                 "tree_peak_pss_mb": None} for r, m in ((63.0, 900), (40.0, 950), (54.0, 920))]
-    entry = side_by_side(models, ingests)
+    entry = summary.side_by_side(models, ingests)
     assert entry["model"]["images_per_s"] == 60.0 and entry["ingest"]["images_per_s"] == 54.0
     assert entry["model"]["rounds_images_per_s"] == [70.0, 50.0, 60.0]
     assert entry["rounds_ingest_vs_model"] == [0.9, 0.8, 0.9]
@@ -105,33 +97,30 @@ def test_rounds_report_the_median_run_and_the_median_ratio():
 
 
 def test_cpu_bound_is_the_models_share_of_the_cpu_time_when_it_fills_the_cores():
-    cpu_bound = load_benchmark().cpu_bound
     decode = {"cpu_ms_per_image": 9.0}
-    assert cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.95}, decode, 2) == 0.75
+    assert cpu.cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.95}, decode, 2) == 0.75
     # a model that leaves cores idle (a GPU's, or few threads on many cores): no such bound
-    assert cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.2}, decode, 2) is None
+    assert cpu.cpu_bound({"cpu_ms_per_image": 27.0, "cores_busy": 1.2}, decode, 2) is None
 
 
 def test_steady_rate_leaves_out_the_start_and_the_images_decoded_ahead():
-    steady_rate = load_benchmark().steady_rate
     # a slow first batch (workers' start), then 16 images every 0.25 s; the last 64 images
     # (the workers' buffers) go faster, the model then running alone
     points = [(0.0, 0), (0.5, 16)]
     points += [(0.5 + 0.25 * k, 16 + 16 * k) for k in range(1, 12)]  # up to 192 at 3.25 s
     points += [(3.25 + 0.2 * k, 192 + 16 * k) for k in range(1, 5)]  # up to 256 at 4.05 s
-    rate = steady_rate(points, total=256, ahead=64)
+    rate = ingest.steady_rate(points, total=256, ahead=64)
     assert rate == round((192 - 32) / (3.25 - 0.75), 2) == 64.0  # from 32 (>= 10%) to 192
-    assert steady_rate(points, total=256, ahead=0) > rate  # with the fast tail it is higher
-    assert steady_rate(points[:3], total=48, ahead=32) is None  # too short for a steady part
+    assert ingest.steady_rate(points, total=256, ahead=0) > rate  # with the fast tail it is higher
+    assert ingest.steady_rate(points[:3], total=48, ahead=32) is None  # too short for a steady part
 
 
 def test_progress_clock_reads_the_bar_counts_even_when_a_refresh_arrives_in_pieces():
     import os
     import time
 
-    benchmark = load_benchmark()
     read, write = os.pipe()
-    clock = benchmark.ProgressClock(read, time.perf_counter())
+    clock = watch.ProgressClock(read, time.perf_counter())
     clock.start()
     for piece in ("\rcaptioning:  5%|\u2588 | 16/300 [00:00<00:04, 60.1 images/s]",
                   "\rcaptioning: 10%|\u2588 | 3", "2/300 [00:00<00:04, 6",
@@ -142,19 +131,17 @@ def test_progress_clock_reads_the_bar_counts_even_when_a_refresh_arrives_in_piec
     clock.join(timeout=5)
     assert [count for _, count in clock.points] == [16, 32]
     assert clock.points[0][0] < clock.points[1][0]
-    assert benchmark._SUMMARY.search(clock.text).group(1) == "300"
+    assert ingest.SUMMARY.search(clock.text).group(1) == "300"
 
 
 def test_without_pseudo_terminals_the_ingest_writes_to_a_pipe(monkeypatch):
     import os
 
-    benchmark = load_benchmark()
-
     def no_terminal():
         raise OSError("out of pty devices")
 
-    monkeypatch.setattr(benchmark.pty, "openpty", no_terminal)
-    read, write = benchmark._terminal()
+    monkeypatch.setattr(watch.pty, "openpty", no_terminal)
+    read, write = watch.terminal()
     os.write(write, b"0/300")
     os.close(write)
     assert os.read(read, 16) == b"0/300" and not os.isatty(read)
@@ -162,11 +149,28 @@ def test_without_pseudo_terminals_the_ingest_writes_to_a_pipe(monkeypatch):
 
 
 def test_sustained_rate_is_what_the_larger_run_adds():
-    marginal_rate = load_benchmark().marginal_rate
     # 300 images in 5 s and 3000 in 47 s: 2700 more images in 42 s more
     small, large = {"images": 300, "images_per_s": 60.0}, {"images": 3000, "images_per_s": 3000 / 47}
-    assert marginal_rate(small, large) == round(2700 / 42, 2)
-    assert marginal_rate(small, {"images": 600, "images_per_s": 60.0}) is None  # 5 s more: noise
+    assert memory.marginal_rate(small, large) == round(2700 / 42, 2)
+    five_seconds_more = {"images": 600, "images_per_s": 60.0}  # noise, not a rate
+    assert memory.marginal_rate(small, five_seconds_more) is None
+
+
+def test_ratios_set_each_sets_ingest_against_its_model_and_12_mp_against_small():
+    def entry(decode, model, ingest, steady, ratio, steady_ratio):
+        return {"decode": {"images_per_s": decode}, "model": {"images_per_s": model},
+                "ingest": {"images_per_s": ingest, "steady_images_per_s": steady},
+                "ingest_vs_model": ratio, "steady_ingest_vs_model": steady_ratio}
+
+    sets = {"small": entry(600.0, 70.0, 60.0, 66.0, 0.86, 0.94),
+            "large": entry(45.0, 75.0, 30.0, None, 0.4, None)}
+    assert summary.set_ratios(sets) == {
+        "small_ingest_vs_model": 0.86, "small_steady_ingest_vs_model": 0.94,
+        "large_ingest_vs_model": 0.4,  # no steady part: no steady ratios
+        "large_vs_small_decode": 0.075, "large_vs_small_model": round(75 / 70, 3),
+        "large_vs_small_ingest": 0.5}
+    assert summary.set_ratios({"small": sets["small"]}) == {
+        "small_ingest_vs_model": 0.86, "small_steady_ingest_vs_model": 0.94}
 
 
 def test_bad_options_are_refused():

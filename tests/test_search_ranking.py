@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
-from pathlib import Path
 
 import pytest
 from whoosh import index as whoosh_index
@@ -21,14 +19,13 @@ from whoosh.matching import (
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.scoring import BM25F
 
+from benchmarks.capbench.captions import make_caption, make_query
 from capindex.errors import CapindexError
 from capindex.model.encoder import imagenet_labels
 from capindex.store import whoosh_fixes
 from capindex.store.keyword import FIELD_BOOSTS, FIELDS, KeywordIndex, TieSkippingCollector
 
 whoosh_fixes.apply()  # the matcher tests below build Whoosh's matchers directly
-
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
 SUBJECTS = ["man", "woman", "dog", "black dog", "child", "people", "cyclist", "horse"]
 PLACES = ["on the grass", "on a beach", "in the water", "on the street", "in the snow",
@@ -104,19 +101,16 @@ def benchmark_like_index(tmp_path_factory):
     """10,000 captions as the benchmark makes them (Zipf-distributed subjects and places,
     five tags from 40 labels): big enough for Whoosh to turn part of a query into an
     AndMaybeMatcher while searching, which dropped scores before whoosh_fixes."""
-    spec = importlib.util.spec_from_file_location("throughput", BENCHMARK)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
     rng = random.Random(1)
     labels = imagenet_labels()[:40]
     directory = tmp_path_factory.mktemp("benchmark-like")
     index = KeywordIndex(directory)
     index.update({"id": i, "seq": i, "status": "ok", "path": f"/p/IMG_{i:06d}.jpg",
-                  "caption": benchmark.make_caption(rng),
+                  "caption": make_caption(rng),
                   "tags": [{"label": rng.choice(labels), "prob": 0.1} for _ in range(5)]}
                  for i in range(1, 10_001))
     index.flush(final=True)
-    return directory, [benchmark.make_query(random.Random(i)) for i in range(150)]
+    return directory, [make_query(random.Random(i)) for i in range(150)]
 
 
 def test_top_ten_is_that_of_exhaustive_scoring_on_benchmark_like_captions(benchmark_like_index):

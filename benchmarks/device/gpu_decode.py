@@ -13,7 +13,7 @@ For each generated set (small 500x375, large 12 MP), in one run, images/s of:
   --decode-batch -> `preprocess.resize` (in float) -> uint8 (n, 3, 224, 224);
 - gpu-decode+model: the same, then Captioner.caption_batch on each batch of the
   device's batch size, one after the other;
-- model: caption_batch alone on the workers' tensors (throughput.measure_model);
+- model: caption_batch alone on the workers' tensors (capbench.stages.measure_model);
 and how far the GPU's input is from the workers' (absolute difference in 8-bit levels:
 the workers decode 12 MP frames at a reduced DCT scale, the GPU in full) and how many of
 --compare captions stay the same (also on real photos, with --photos). Prints one line
@@ -33,8 +33,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # throughput.py
-import throughput  # noqa: E402
+REPO = str(Path(__file__).resolve().parents[2])  # benchmarks.capbench and this capindex
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks.capbench.data import describe_set, make_set  # noqa: E402
+from benchmarks.capbench.machine import machine_info  # noqa: E402
+from benchmarks.capbench.report import log, timed, write_json  # noqa: E402
+from benchmarks.capbench.stages import decoded, measure_decode, measure_model  # noqa: E402
 
 
 def read_and_hash(path: Path) -> bytearray:
@@ -51,7 +57,7 @@ def device_inputs(datas: list[bytearray], device: str, batch: int):
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from capindex.model.preprocess import resize
+    from benchmarks.capbench.capindex_api import resize
 
     for start in range(0, len(datas), batch):
         encoded = [torch.frombuffer(d, dtype=torch.uint8) for d in datas[start:start + batch]]
@@ -67,16 +73,15 @@ def rate(count: int, seconds: float) -> dict:
 def measure_set(name: str, paths: list[Path], captioner, args) -> dict:
     import torch
 
-    from capindex.pipeline.ingest import IngestOptions, tuned_options
+    from benchmarks.capbench.capindex_api import IngestOptions, tuned_options
 
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     options = tuned_options(IngestOptions(), args.device,
                             getattr(captioner, "device_memory_gib", None))
-    result = {"set": throughput.describe_set(paths), "batch_size": options.batch_size,
+    result = {"set": describe_set(paths), "batch_size": options.batch_size,
               "workers": options.workers, "decode_batch": args.decode_batch}
 
-    result["workers_decode"], tensors = throughput.measure_decode(paths, options,
-                                                                  keep=len(paths))
+    result["workers_decode"], tensors = measure_decode(paths, options, keep=len(paths))
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
         started = time.perf_counter()
         datas = list(pool.map(read_and_hash, paths))
@@ -90,7 +95,7 @@ def measure_set(name: str, paths: list[Path], captioner, args) -> dict:
     sync()
     result["gpu_decode"] = rate(len(paths), time.perf_counter() - started)
 
-    result["model"] = throughput.measure_model(captioner, tensors, options.batch_size)
+    result["model"] = measure_model(captioner, tensors, options.batch_size)
     sync()
     started = time.perf_counter()
     pending: list = []  # decoded in chunks of --decode-batch, captioned in batches
@@ -106,7 +111,7 @@ def measure_set(name: str, paths: list[Path], captioner, args) -> dict:
 
     result["input_difference"] = compare(captioner, torch.cat(inputs), tensors, args.compare)
     for key in ("workers_decode", "read_hash", "gpu_decode", "gpu_decode_model", "model"):
-        throughput.log(f"{name:>5} {key:<17} {result[key]['images_per_s']:>9.1f} images/s")
+        log(f"{name:>5} {key:<17} {result[key]['images_per_s']:>9.1f} images/s")
     log_difference(name, result["input_difference"])
     return result
 
@@ -125,19 +130,16 @@ def compare(captioner, device_input, workers_input: list, count: int) -> dict:
 
 
 def log_difference(name: str, found: dict) -> None:
-    throughput.log(f"{name:>5} input difference: mean {found['mean_levels']} levels, max "
-                   f"{found['max_levels']}; {found['same_captions']}/{found['compared']}"
-                   " captions the same")
+    log(f"{name:>5} input difference: mean {found['mean_levels']} levels, max "
+        f"{found['max_levels']}; {found['same_captions']}/{found['compared']}"
+        " captions the same")
 
 
 def compare_photos(photos: list[Path], captioner, args) -> dict:
     """`compare` on real photos (the generated sets are crops with synthetic noise)."""
     import torch
 
-    from capindex.pipeline.ingest import IngestOptions, tuned_options
-
-    options = tuned_options(IngestOptions(), args.device)
-    _, tensors = throughput.measure_decode(photos, options, keep=len(photos))
+    tensors = decoded(photos, args.device)
     datas = [read_and_hash(path) for path in photos]
     device_input = torch.cat(list(device_inputs(datas, args.device, args.decode_batch)))
     found = compare(captioner, device_input, tensors, len(photos))
@@ -161,24 +163,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from capindex.model.captioner import Captioner
+    from benchmarks.capbench.capindex_api import Captioner
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="capindex-gpu-decode-"))
     captioner = Captioner.load(device=args.device, precision="fp32")
-    results = {"benchmark": "capindex-gpu-decode", "machine": throughput.machine_info(),
-               "sets": {}}
+    results = {"benchmark": "capindex-gpu-decode", "machine": machine_info(), "sets": {}}
     for name in args.sets.split(","):
-        paths = throughput.make_set(data_dir / name, name, args.images)
+        paths = make_set(data_dir / name, name, args.images)
         results["sets"][name] = measure_set(name, paths, captioner, args)
     if args.photos:
         photos = sorted(args.photos.glob("*.jpg"))[:args.compare]
         results["photos"] = compare_photos(photos, captioner, args)
     if args.out:
-        throughput.write_json(args.out, results)
+        write_json(args.out, results)
     return results
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    main()
-    throughput.log(f"took {time.monotonic() - started:.1f} s")
+    timed(main)

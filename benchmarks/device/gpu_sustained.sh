@@ -53,12 +53,11 @@ ingest() {
     "$py" - "$data" "$work" "$small" "$big" <<'EOF'
 import sys
 from pathlib import Path
-sys.path.insert(0, "benchmarks")
-import throughput
+from benchmarks.capbench.data import linked_subset, make_set
 data, work, small, big = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-pool = throughput.make_set(data / "memory", "small", big, seed=1)
+pool = make_set(data / "memory", "small", big, seed=1)
 for count in (small, big):
-    throughput.linked_subset(pool[:count], work / f"small-{count}")
+    linked_subset(pool[:count], work / f"small-{count}")
 EOF
     # Model-only, decode and one whole run at 64 and 256 images a batch.
     for batch in 64 256; do
@@ -85,8 +84,8 @@ EOF
     round
     # 12 MP JPEGs are decode-bound: the default workers against 8 (the cap before).
     if [ "$(left)" -gt 60 ]; then
-        "$py" -c "import sys; sys.path.insert(0, 'benchmarks'); import throughput as t; \
-from pathlib import Path; t.make_set(Path('$data/large'), 'large', $small)" &&
+        "$py" -c "from pathlib import Path; from benchmarks.capbench.data import make_set; \
+make_set(Path('$data/large'), 'large', $small)" &&
         ingest large-defaults "$data/large" "$small" && ingest large-w8 "$data/large" "$small" --workers 8
     fi
     for ((r = 2; r <= ${ROUNDS:-2}; r++)); do round; done

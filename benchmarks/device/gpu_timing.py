@@ -18,8 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # throughput.py
-import throughput  # noqa: E402
+REPO = str(Path(__file__).resolve().parents[2])  # benchmarks.capbench and this capindex
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks.capbench.stages import decoded  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -35,12 +38,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
 
-    import capindex  # noqa: F401
+    # capindex before torch, as in ingest
     import torch
 
-    from capindex.model.captioner import Captioner
-    from capindex.model.search import beam_search, beam_search_batched
-    from capindex.pipeline.ingest import IngestOptions, tuned_options
+    from benchmarks.capbench.capindex_api import Captioner, beam_search, beam_search_batched
 
     started = time.perf_counter()
     captioner = Captioner.load(device=args.device, precision=args.precision,
@@ -49,8 +50,7 @@ def main(argv=None) -> dict:
     torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
     load_s = time.perf_counter() - started
     photos = sorted(args.photos.glob("*.jpg"))
-    _, tensors = throughput.measure_decode(photos, tuned_options(IngestOptions(), "cpu"),
-                                           keep=len(photos))
+    tensors = decoded(photos)
     while len(tensors) < args.batch * (args.steady + 1):
         tensors = tensors + tensors
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)

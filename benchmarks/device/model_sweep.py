@@ -17,11 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # throughput.py
-import throughput  # noqa: E402
+REPO = str(Path(__file__).resolve().parents[2])  # benchmarks.capbench and this capindex
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks.capbench.data import make_set  # noqa: E402
+from benchmarks.capbench.machine import machine_info  # noqa: E402
+from benchmarks.capbench.report import log, timed, write_json  # noqa: E402
+from benchmarks.capbench.stages import decoded, measure_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -54,24 +59,21 @@ def captions(captioner, tensors: list, batch_size: int = 64) -> list[str]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import capindex  # noqa: F401  (before torch, as in ingest)
     import torch
 
-    from capindex.model.captioner import Captioner
-    from capindex.pipeline.ingest import IngestOptions, tuned_options
+    from benchmarks.capbench.capindex_api import Captioner  # capindex before torch, as in ingest
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="capindex-sweep-"))
-    paths = throughput.make_set(data_dir / "small", "small", args.images)
-    options = tuned_options(IngestOptions(), "cpu")
-    _, tensors = throughput.measure_decode(paths, options, keep=len(paths))
+    paths = make_set(data_dir / "small", "small", args.images)
+    tensors = decoded(paths)
     compared = tensors[:args.compare]
     if args.photos:
         photos = sorted(args.photos.glob("*.jpg"))[:args.compare]
-        _, compared = throughput.measure_decode(photos, options, keep=len(photos))
+        compared = decoded(photos)
 
-    throughput.log(f"reference: fp32 captions of {len(compared)} images on the CPU")
+    log(f"reference: fp32 captions of {len(compared)} images on the CPU")
     reference = captions(Captioner.load(device="cpu", precision="fp32"), compared)
-    results = {"benchmark": "capindex-model-sweep", "machine": throughput.machine_info(),
+    results = {"benchmark": "capindex-model-sweep", "machine": machine_info(),
                "images": len(tensors), "compared": len(reference),
                "compared_on": "photos" if args.photos else "generated images", "runs": []}
     for precision in args.precisions:
@@ -80,22 +82,20 @@ def main(argv=None) -> dict:
                                        channels_last=channels_last)
             same = sum(a == b for a, b in zip(captions(captioner, compared), reference))
             for batch in args.batches:
-                run = throughput.measure_model(captioner, tensors, batch)
+                run = measure_model(captioner, tensors, batch)
                 if args.device == "cuda":
                     run["max_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
                     torch.cuda.reset_peak_memory_stats()
                 results["runs"].append({"precision": precision, "channels_last": channels_last,
                                         "batch_size": batch, "same_as_cpu_fp32": same, **run})
-                throughput.log(f"{precision:>5} channels_last={channels_last!s:<5} batch {batch:>4}:"
-                               f" {run['images_per_s']:>8.1f} images/s,"
-                               f" {same}/{len(reference)} captions as fp32 on the CPU")
+                log(f"{precision:>5} channels_last={channels_last!s:<5} batch {batch:>4}:"
+                    f" {run['images_per_s']:>8.1f} images/s,"
+                    f" {same}/{len(reference)} captions as fp32 on the CPU")
             del captioner
     if args.out:
-        throughput.write_json(args.out, results)
+        write_json(args.out, results)
     return results
 
 
 if __name__ == "__main__":
-    started = time.monotonic()
-    main()
-    throughput.log(f"took {time.monotonic() - started:.1f} s")
+    timed(main)
