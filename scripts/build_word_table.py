@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's capindex, for the vocabulary and plural rules
 
-from capindex.words import simple_singulars  # the rules the table is read with
+from capindex.words import simple_singulars  # noqa: E402  (the rules the table is read with)
 
 LABELS = ROOT / "capindex" / "model" / "imagenet_labels.txt"
 WNIDS = ROOT / "scripts" / "data" / "imagenet_wnids.txt"

@@ -159,4 +159,45 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
     click.echo(f"  decoding {result['decode_images_per_s']} images/s (decoder only)")
 
 
-MODEL_COMMANDS = (caption, train, evaluate)
+@click.command("evaluate-search")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Dataset folder whose split is ingested and searched.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
+              help="Validation images held out of a dataset that has no split files.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the hold-out choice (use the one training used).")
+@_model_option
+@click.option("--device", default="auto", show_default=True, type=DEVICES,
+              help="Where the model runs: auto picks cuda when available.")
+@click.option("--library", "library_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the evaluation library here (a re-run is then incremental); "
+                   "default: a temporary one.")
+@click.option("--max-caption-queries", type=click.IntRange(1),
+              help="Score only the first N caption queries (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate_search(data_dir, split, holdout, seed, model_path, device, library_dir,
+                    max_caption_queries, as_json):
+    """Score search on a dataset split: word precision@10 and recall@50 for a fixed list of
+    words, and R@1/5/10 and median rank of each human caption's image.
+
+    Example: capindex evaluate-search --data ../shared/datasets/flickr8k
+    """
+    from capindex.training.datasets import read_dataset
+    from capindex.training.search_eval import evaluate_search as run
+    from capindex.training.search_eval import format_report
+
+    def ingest(library, paths):
+        return library.ingest(paths, model=model_path, device=device)
+
+    try:
+        dataset = read_dataset(data_dir, holdout=holdout, seed=seed)
+        result = run(dataset, split, library_dir, ingest, max_caption_queries=max_caption_queries,
+                     log=lambda m: click.echo(m, err=True))
+    except CapindexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
+MODEL_COMMANDS = (caption, train, evaluate, evaluate_search)
