@@ -59,11 +59,11 @@ class Library:
         return ingest(self.dir, [str(p) for p in paths], captioner, IngestOptions(**options),
                       events, should_stop)
 
-    def search(self, query: str, limit: int = 10) -> list[Hit]:
+    def search(self, query: str, limit: int = 10, **options) -> list[Hit]:
         """The best `limit` images for `query`, best first (see `capindex search --help`)."""
         from capindex.search import search
 
-        return search(self.dir, query, limit)
+        return search(self.dir, query, limit, **options)
 
     def export(self, out: str | Path | TextIO, format: str | None = None) -> int:
         """Write the whole catalogue to `out` (a path, replaced atomically, or a text

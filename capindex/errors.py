@@ -31,7 +31,8 @@ class QuerySyntaxError(CapindexError):
     def __init__(self, query: str, problem: str) -> None:
         super().__init__(
             f"cannot parse query {query!r}: {problem}. Use plain words, \"quoted phrases\", "
-            "AND / OR / NOT, or field:word with the fields caption, tags and name"
+            "AND / OR / NOT, or field:word with the fields caption, alt, objects, tags, words "
+            "and name"
         )
 
 

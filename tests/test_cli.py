@@ -79,8 +79,8 @@ def test_bad_query_syntax_is_a_clear_error(cli):
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: cannot parse query 'dog AND (': the parentheses do not match. Use plain words, "
-        "\"quoted phrases\", AND / OR / NOT, or field:word with the fields caption, tags and "
-        "name\n")
+        "\"quoted phrases\", AND / OR / NOT, or field:word with the fields caption, alt, "
+        "objects, tags, words and name\n")
 
 
 @pytest.mark.parametrize("query, problem", [

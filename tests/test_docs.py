@@ -1,4 +1,4 @@
-"""The docs say what the code does: the column table, the module map, help examples, licences."""
+"""The docs say what the code does: the column table, the module map, licences."""
 
 from __future__ import annotations
 
@@ -28,17 +28,6 @@ def test_architecture_names_every_module_and_only_modules_that_exist():
     gone = sorted(n for n in named if not any((REPO / base / n).is_file()
                                                for base in ("", "capindex", "benchmarks")))
     assert not gone, f"docs/architecture.md names files that do not exist: {gone}"
-
-
-def test_every_command_has_help_with_an_example():
-    from click.testing import CliRunner
-
-    from capindex.cli import main
-
-    for name in main.commands:
-        result = CliRunner().invoke(main, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert "Example" in result.output, f"capindex {name} --help shows no example"
 
 
 def test_every_sample_image_has_a_licence_line():

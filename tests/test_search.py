@@ -70,8 +70,10 @@ def test_not_and_a_leading_minus_exclude_words(cli, ingested):
 def test_no_match_and_stopwords_only(cli, ingested):
     result = cli("search", "zebra")
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "no images match 'zebra'\n")
-    result = cli("search", "the of a")
-    assert (result.exit_code, result.stdout) == (0, "")
+    result = cli("search", "the of a")  # nothing indexed could match: say so (issue 16)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr.startswith("Error: cannot parse query 'the of a': it has only common "
+                                    "words (the, a, of, ...), which are not indexed;")
     assert paths(cli("search", "zebra", "--json")) == []
 
 

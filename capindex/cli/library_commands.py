@@ -143,12 +143,14 @@ def _stop_on_sigint():
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON array.")
 @click.pass_context
 def search(ctx, query, limit, as_json):
-    """Find images by words in their caption, tags or file name (BM25 ranking).
+    """Find images by words in their caption, detected objects, tags or file name (BM25).
 
     Any word of QUERY may match and images matching more words rank higher;
-    NOT word (or -word) leaves out the images with that word; "quoted
-    phrases", AND / OR and field:word (fields caption, tags, name) work too.
-    Prints rank, score, path and caption, one image a line.
+    "dogs" and "running" find dog and run; broader words work too (animal,
+    pet, child, vehicle: from WordNet). NOT word (or -word) leaves out the
+    images with that word; "quoted phrases", AND / OR and field:word (fields
+    caption, alt, objects, tags, words, name) work too. Prints rank, score,
+    path and caption, one image a line.
 
     \b
     Examples:

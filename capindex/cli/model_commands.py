@@ -163,7 +163,8 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Dataset folder whose split is ingested and searched.")
-@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]))
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "train"]),
+              help="Which split of the dataset to ingest and search.")
 @click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
               help="Validation images held out of a dataset that has no split files.")
 @click.option("--seed", default=0, show_default=True, type=int,

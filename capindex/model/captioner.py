@@ -21,6 +21,7 @@ class Caption:
     text: str
     score: float  # mean token log-probability of the caption (higher is surer)
     tags: list[tuple[str, float]]  # top ImageNet labels with probabilities
+    alternatives: tuple[str, ...] = ()  # the beam's next best distinct captions, best first
 
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -152,9 +153,16 @@ class Captioner:
         features = features.to(self.device).float()
         if self.beam_size == 1:
             tokens, scores = greedy_search(self.decoder, features, self.vocab, self.max_len)
+            others = [[] for _ in tokens]
         else:  # on a GPU, the search that keeps its bookkeeping there (the same captions)
             search = beam_search_batched if features.device.type == "cuda" else beam_search
-            tokens, scores = search(self.decoder, features, self.vocab, self.beam_size,
-                                    self.max_len)
+            tokens, scores, others = search(self.decoder, features, self.vocab, self.beam_size,
+                                            self.max_len, n_best=self.beam_size)
         tags = tags or [[] for _ in tokens]
-        return [Caption(self.vocab.decode(t), float(s), tg) for t, s, tg in zip(tokens, scores, tags)]
+        captions = []
+        for words, score, tag, alternatives in zip(tokens, scores, tags, others):
+            text = self.vocab.decode(words)
+            distinct = dict.fromkeys(self.vocab.decode(a) for a in alternatives)
+            distinct.pop(text, None)
+            captions.append(Caption(text, float(score), tag, tuple(distinct)))
+        return captions

@@ -4,7 +4,8 @@ Both run on the device of the features they are given, forbid <unk>/<start>/<pad
 and forbid any word that would repeat a trigram already in the caption (the guard
 against "a dog runs on the grass on the grass"). Scores are the mean log-probability
 per generated token, <end> included; beam search ranks finished hypotheses by
-sum(log p) / length ** length_penalty.
+sum(log p) / length ** length_penalty. With `n_best` > 1 beam search also returns each
+image's next best finished captions (at most beam_size - 1 of them), best first.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20):
 
 @torch.inference_mode()
 def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_len: int = 20,
-                length_penalty: float = 0.7):
-    """Batched beam search: features (B, P, D) -> (token lists, mean log-prob per caption).
+                length_penalty: float = 0.7, n_best: int = 1):
+    """Batched beam search: features (B, P, D) -> (token lists, mean log-prob per caption),
+    and with `n_best` > 1 the other finished token lists of each image (best first).
 
     An image leaves the batch as soon as its search is done, so the steps after
     that run on the images still searching only.
@@ -147,17 +149,20 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         scores = torch.tensor(next_scores, device=device).view(len(active), k)
         seqs = next_seqs
 
-    results, mean_logps = [], []
+    results, mean_logps, others = [], [], []
     for b in range(batch):
-        best = max(finished[b], key=lambda f: f[0]) if finished[b] else (0.0, 0.0, [])
-        results.append(best[2])
-        mean_logps.append(best[1])
+        ranked = sorted(finished[b], key=lambda f: f[0], reverse=True) or [(0.0, 0.0, [])]
+        results.append(ranked[0][2])
+        mean_logps.append(ranked[0][1])
+        others.append([f[2] for f in ranked[1:n_best]])
+    if n_best > 1:
+        return results, mean_logps, others
     return results, mean_logps
 
 
 @torch.inference_mode()
 def beam_search_batched(decoder, features: torch.Tensor, vocab, beam_size: int = 3,
-                        max_len: int = 20, length_penalty: float = 0.7):
+                        max_len: int = 20, length_penalty: float = 0.7, n_best: int = 1):
     """`beam_search` with its bookkeeping in tensors, for a GPU: the same captions.
 
     `beam_search` walks each image's candidates in Python and copies between host and
@@ -238,4 +243,10 @@ def beam_search_batched(decoder, features: torch.Tensor, vocab, beam_size: int =
     count = (fin_norm > NEG_INF).sum(1).tolist()
     lengths, means, words = fin_len[:, 0].tolist(), fin_mean[:, 0].tolist(), fin_seq[:, 0].tolist()
     results = [words[b][:lengths[b]] if count[b] else [] for b in range(batch)]
-    return results, [means[b] if count[b] else 0.0 for b in range(batch)]
+    means = [means[b] if count[b] else 0.0 for b in range(batch)]
+    if n_best > 1:
+        all_lengths, all_words = fin_len.tolist(), fin_seq.tolist()
+        others = [[all_words[b][j][:all_lengths[b][j]] for j in range(1, min(n_best, count[b]))]
+                  for b in range(batch)]
+        return results, means, others
+    return results, means

@@ -43,6 +43,7 @@ def caption_images(captioner: CaptionerLike, images: torch.Tensor | None) -> lis
         raise RuntimeError(f"the captioner returned {len(captions)} captions for {len(images)} images")
     return [
         {"caption": c.text, "caption_score": float(c.score),
+         "alt_captions": list(getattr(c, "alternatives", ())),
          "tags": [{"label": label, "prob": float(prob)} for label, prob in c.tags]}
         for c in captions
     ]

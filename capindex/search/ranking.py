@@ -24,8 +24,10 @@ class Hit:
                 "path": self.path, "caption": self.caption, "tags": self.tags}
 
 
-def search(library: LibraryDir, text: str, limit: int = 10) -> list[Hit]:
-    """The best `limit` matches for `text`, best first.
+def search(library: LibraryDir, text: str, limit: int = 10,
+           boosts: dict[str, float] | None = None) -> list[Hit]:
+    """The best `limit` matches for `text`, best first (`boosts`: the keyword index's
+    field weights, for evaluation).
 
     Raises QuerySyntaxError for a malformed query and EmptyLibraryError when
     nothing has been captioned yet.
@@ -34,7 +36,7 @@ def search(library: LibraryDir, text: str, limit: int = 10) -> list[Hit]:
     index = KeywordIndex(library.index_dir)
     if not library.exists() or index.doc_count() == 0:
         raise EmptyLibraryError(str(library.root))
-    found = index.search(text, limit)
+    found = index.search(text, limit, boosts)
     with library.open_catalog() as catalog:
         rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in found])}
     hits = []

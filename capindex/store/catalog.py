@@ -76,6 +76,7 @@ class Catalog:
         sa.event.listen(self.engine, "begin", _on_begin)
         if create:
             self._create()
+        self._upgrade()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -85,6 +86,22 @@ class Catalog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _upgrade(self) -> None:
+        """Add the columns a catalogue written by an older capindex lacks (their values are
+        null: the next ingest fills in what it can without captioning again)."""
+        with self.engine.begin() as conn:
+            have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(images)")}
+            missing = [column for column in _T.columns if column.name not in have]
+            if not have or not missing:
+                return  # no table yet, or nothing to add
+            for column in missing:
+                kind = column.type.compile(dialect=self.engine.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE images ADD COLUMN "{column.name}" {kind}')
+            conn.execute(sqlite_insert(meta_table).values(key="schema_version",
+                                                          value=str(SCHEMA_VERSION))
+                         .on_conflict_do_update(index_elements=[meta_table.c.key],
+                                                set_={"value": str(SCHEMA_VERSION)}))
 
     def _create(self) -> None:
         images_table.metadata.create_all(self.engine)

@@ -49,15 +49,49 @@ __all__ = ["FIELDS", "FIELD_BOOSTS", "KeywordIndex", "TieSkippingCollector", "do
 MERGE_SHARE = 0.25
 
 
+# Tags at least this probable also give their broader words (`capindex.words`) to the
+# `words` field; the top-5 tags' tail is mostly noise (0.1% "plastic bag" on a cat).
+TAG_WORDS_MIN_PROB = 0.1
+_COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
+           9: "nine", 10: "ten"}
+
+
 def make_schema() -> Schema:
+    text = StemmingAnalyzer()  # lower case, stop words, Porter stems: "dogs", "running" match
     return Schema(
         id=ID(unique=True, stored=True),
         seq=STORED,
-        caption=TEXT(analyzer=StemmingAnalyzer()),
-        tags=TEXT(analyzer=StemmingAnalyzer()),
+        caption=TEXT(analyzer=text),
+        alt=TEXT(analyzer=text),  # the beam's next best captions
+        objects=TEXT(analyzer=text),  # detected objects, with counts: "two dog", "person"
+        tags=TEXT(analyzer=text),
+        words=TEXT(analyzer=text),  # broader words of tags, objects and caption nouns (WordNet)
         # "IMG_2041_beach-sunset.jpg" -> img, 2041, beach, sunset
         name=TEXT(analyzer=StemmingAnalyzer(expression=r"[^\W_]+")),
     )
+
+
+def object_text(objects) -> str:
+    """Detected objects as words, one phrase per label with its count: "two dog, person"."""
+    counts: dict[str, int] = {}
+    for found in objects or ():
+        counts[found["label"]] = counts.get(found["label"], 0) + 1
+    return ", ".join(f"{_COUNTS.get(n, 'many')} {label}" if n > 1 else label
+                     for label, n in counts.items())
+
+
+def broader_words(row: dict) -> str:
+    """The `words` field: WordNet's broader words for the caption's nouns, the likely tags
+    and the detected objects (tabby -> cat, animal, pet; boy -> child)."""
+    from capindex.words import expand_text, related_words
+
+    found = dict.fromkeys(expand_text(row.get("caption") or ""))
+    for tag in row.get("tags") or ():
+        if tag["prob"] >= TAG_WORDS_MIN_PROB:
+            found.update(dict.fromkeys(related_words(tag["label"], "imagenet")))
+    for obj in row.get("objects") or ():
+        found.update(dict.fromkeys(related_words(obj["label"], "coco")))
+    return " ".join(found)
 
 
 def document(row: dict) -> dict:
@@ -67,7 +101,10 @@ def document(row: dict) -> dict:
         "id": str(row["id"]),
         "seq": row["seq"],
         "caption": row["caption"] or "",
+        "alt": " / ".join(row.get("alt_captions") or ()),
+        "objects": object_text(row.get("objects")),
         "tags": ", ".join(tag["label"] for tag in row["tags"] or ()),
+        "words": broader_words(row),
         "name": name,
     }
 
@@ -90,8 +127,12 @@ class KeywordIndex:
         return whoosh_index.exists_in(str(self.directory))
 
     def _open(self):
+        """The index for writing; one made by an older capindex (other fields) starts over
+        empty, and `reconcile` refills it from the catalogue."""
         if self.exists():
-            return whoosh_index.open_dir(str(self.directory))
+            ix = whoosh_index.open_dir(str(self.directory))
+            if set(ix.schema.names()) == set(make_schema().names()):
+                return ix
         self.directory.mkdir(parents=True, exist_ok=True)
         return whoosh_index.create_in(str(self.directory), make_schema())
 
@@ -169,8 +210,10 @@ class KeywordIndex:
             return 0
         return whoosh_index.open_dir(str(self.directory)).doc_count()
 
-    def search(self, text: str, limit: int = 10) -> list[tuple[int, float]]:
-        """(row id, BM25F score) of the best matches, best first.
+    def search(self, text: str, limit: int = 10,
+               boosts: dict[str, float] | None = None) -> list[tuple[int, float]]:
+        """(row id, BM25F score) of the best matches, best first; `boosts` overrides
+        FIELD_BOOSTS (0 leaves a field out).
 
         Raises QuerySyntaxError for a malformed query; an empty list when the
         query has no searchable words or nothing matches.
@@ -179,7 +222,7 @@ class KeywordIndex:
         for attempt in range(3):
             try:
                 ix = whoosh_index.open_dir(str(self.directory))
-                query = parse_query(text, ix.schema)
+                query = parse_query(text, ix.schema, boosts)
                 if query is NullQuery:
                     return []
                 with ix.searcher(weighting=BM25F()) as searcher:

@@ -10,27 +10,32 @@ from __future__ import annotations
 
 import re
 
+from whoosh.analysis import STOP_WORDS
 from whoosh.fields import Schema
 from whoosh.qparser import MultifieldParser, OrGroup
 from whoosh.query import AndNot, Not, Or, Query
 
 from capindex.errors import QuerySyntaxError
 
-FIELDS = ("caption", "tags", "name")
-FIELD_BOOSTS = {"caption": 1.0, "tags": 0.6, "name": 0.8}
+FIELDS = ("caption", "alt", "objects", "tags", "words", "name")
+FIELD_BOOSTS = {"caption": 1.0, "alt": 0.4, "objects": 0.8, "tags": 0.6, "words": 0.3,
+                "name": 0.8}
 
 
 # "-word" at the start of a word (not "beach-sunset"): Google's way of saying NOT word.
 _MINUS = re.compile(r"(?:(?<=\s)|^)-(?=[^\s-])")
 
 
-def parse_query(text: str, schema: Schema) -> Query:
-    """The Whoosh query for `text`: words OR-ed over the fields with their boosts, and
+def parse_query(text: str, schema: Schema, boosts: dict[str, float] | None = None) -> Query:
+    """The Whoosh query for `text`: words OR-ed over the fields with their boosts (a field
+    boosted 0 is left out; an index made by an older capindex lacks some fields), and
     NOT (or a leading "-") excluding what follows it."""
     parts = text.split('"')  # outside quotes are the even parts; phrases stay as typed
     text = '"'.join(_MINUS.sub("NOT ", part) if i % 2 == 0 else part
                     for i, part in enumerate(parts))
-    parser = MultifieldParser(list(FIELDS), schema, fieldboosts=FIELD_BOOSTS, group=OrGroup)
+    boosts = {**FIELD_BOOSTS, **(boosts or {})}
+    fields = [f for f in FIELDS if boosts[f] > 0 and f in schema.names()]
+    parser = MultifieldParser(fields, schema, fieldboosts=boosts, group=OrGroup)
     return _not_excludes(parser.parse(text))
 
 
@@ -51,6 +56,7 @@ def _not_excludes(query: Query) -> Query:
     return AndNot(kept[0] if len(kept) == 1 else Or(kept, boost=query.boost), negative)
 
 
+_OPERATORS = ("AND", "OR", "NOT", "ANDNOT", "ANDMAYBE")
 _FIELD = re.compile(r"^\(*([A-Za-z_]\w*):(.*)$")
 _BINARY = ("AND", "OR", "ANDNOT", "ANDMAYBE")
 
@@ -63,6 +69,10 @@ def check_query(text: str) -> None:
     """
     if not text.strip():
         raise QuerySyntaxError(text, "the query is empty")
+    words = [w for w in re.findall(r"[A-Za-z0-9]+", text) if w not in _OPERATORS]
+    if words and all(w.lower() in STOP_WORDS for w in words):
+        raise QuerySyntaxError(text, "it has only common words (the, a, of, ...), which are "
+                                     "not indexed; add a word that describes the photo")
     if text.count('"') % 2:
         raise QuerySyntaxError(text, "a quote (\") is not closed")
     outside = re.sub(r'"[^"]*"', ' "" ', text)  # phrases are left to Whoosh

@@ -21,8 +21,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase
 
-# Bump when COLUMNS change; Parquet parts written with another version are rebuilt.
-SCHEMA_VERSION = 1
+# Bump when COLUMNS change; Parquet parts written with another version are rebuilt, and
+# a catalogue missing columns gets them added (`catalog.py`).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ KINDS: dict[str, tuple[Any, pa.DataType]] = {
         sa.JSON(none_as_null=True),
         pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())])),
     ),
+    "texts": (sa.JSON(none_as_null=True), pa.list_(pa.string())),
+    "objects": (
+        sa.JSON(none_as_null=True),
+        pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64()),
+                            ("box", pa.list_(pa.float64()))])),
+    ),
 }
 
 COLUMNS: tuple[Column, ...] = (
@@ -60,8 +67,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("caption", "text", "The generated caption."),
     Column("caption_score", "float", "Mean token log-probability of the caption "
            "(closer to 0 is surer)."),
+    Column("alt_captions", "texts", "The beam search's next best distinct captions, best "
+           "first; searched with a lower weight than the caption."),
     Column("tags", "tags", "Top ImageNet labels of the encoder's classifier, each "
            "{label, prob}, most probable first."),
+    Column("objects", "objects", "Objects the detector found, each {label, score, box: "
+           "[x0, y0, x1, y1] in pixels of the image as stored}, surest first; null: not "
+           "looked for yet."),
+    Column("detector_id", "text", "Id of the object detector that filled `objects`."),
     Column("taken_at", "datetime", "EXIF DateTimeOriginal, camera local time as recorded."),
     Column("camera_make", "text", "EXIF Make."),
     Column("camera_model", "text", "EXIF Model."),
