@@ -20,6 +20,7 @@ from capindex.store.library_dir import LibraryDir
 
 if TYPE_CHECKING:
     from capindex.pipeline.caption import CaptionerLike
+    from capindex.pipeline.detect import DeferredDetector
     from capindex.pipeline.report import Events, Summary
     from capindex.search import Hit
 
@@ -40,24 +41,29 @@ class Library:
 
     def ingest(self, paths: Sequence[str | Path], *, model: str | Path | None = None,
                device: str = "auto", precision: str = "auto",
-               captioner: CaptionerLike | None = None, events: Events | None = None,
+               captioner: CaptionerLike | None = None, objects: bool = True,
+               detector: DeferredDetector | None = None, events: Events | None = None,
                should_stop: Callable[[], bool] = lambda: False, **options) -> Summary:
         """Caption the images under `paths` into the library, incrementally.
 
         `model`: a checkpoint (default: the shipped one), loaded on `device` only when
-        something needs captioning; or pass a ready `captioner`. `options` are the fields
+        something needs captioning; or pass a ready `captioner`. `objects`: find the objects
+        in each image with the shipped detector (or `detector`). `options` are the fields
         of `capindex.pipeline.options.IngestOptions` (batch_size, workers, exclude,
         recaption, retry_failed, ...). Raises CapindexError subclasses (library busy,
         model unreadable, ...); files that cannot be read become error rows instead.
         """
         from capindex.pipeline.caption import load_captioner
+        from capindex.pipeline.detect import load_detector
         from capindex.pipeline.ingest import ingest
         from capindex.pipeline.options import IngestOptions
 
         if captioner is None:
             captioner = load_captioner(model, device, precision)
+        if objects and detector is None:
+            detector = load_detector()
         return ingest(self.dir, [str(p) for p in paths], captioner, IngestOptions(**options),
-                      events, should_stop)
+                      events, should_stop, detector if objects else None)
 
     def search(self, query: str, limit: int = 10, **options) -> list[Hit]:
         """The best `limit` images for `query`, best first (see `capindex search --help`)."""

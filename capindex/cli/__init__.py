@@ -20,6 +20,7 @@ import click
 from capindex.cli.library_commands import LIBRARY_COMMANDS
 from capindex.cli.model_commands import MODEL_COMMANDS
 from capindex.pipeline.caption import load_captioner
+from capindex.pipeline.detect import load_detector
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +41,7 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj.setdefault("load_captioner", load_captioner)
+    ctx.obj.setdefault("load_detector", load_detector)
     ctx.obj["library_dir"] = library_dir
 
 

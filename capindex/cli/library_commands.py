@@ -52,6 +52,9 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files and folders whose name or path relative to PATH matches; "
                    "repeatable, e.g. --exclude '*.png' --exclude 'thumbs/*'.")
+@click.option("--objects/--no-objects", default=True,
+              help="Find the objects in each image (YOLOX-nano, 80 COCO classes) for search; "
+                   "an existing library gains them on its next ingest.  [default: objects]")
 @click.option("--recaption", is_flag=True,
               help="Caption again the images whose caption was made by another model.")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before.")
@@ -59,7 +62,7 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, recaption, retry_failed, quiet):
+           exclude, objects, recaption, retry_failed, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -96,10 +99,12 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     with library_errors():
         settings = {"precision": precision} if precision != "auto" else {}
         captioner = ctx.obj["load_captioner"](model_path, device, **settings)
+        detector = ctx.obj["load_detector"]() if objects else None
     try:
         with library_errors(), _stop_on_sigint() as stop:
             summary = library(ctx).ingest(
-                paths, captioner=captioner, events=Progress(quiet),
+                paths, captioner=captioner, objects=detector is not None, detector=detector,
+                events=Progress(quiet),
                 should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
                 pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
                 retry_failed=retry_failed)

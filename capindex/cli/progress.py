@@ -49,7 +49,7 @@ class Progress:
 def format_summary(summary) -> str:
     rate = summary.captioned / summary.seconds if summary.seconds else 0.0
     parts = [f"{summary.new} new", f"{summary.unchanged} unchanged", f"{summary.moved} moved"]
-    for label in ("changed", "recaptioned", "retried", "deleted"):
+    for label in ("changed", "recaptioned", "retried", "enriched", "deleted"):
         if getattr(summary, label):
             parts.append(f"{getattr(summary, label)} {label}")
     parts.append(f"{summary.failed} failed")

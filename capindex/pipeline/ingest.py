@@ -3,11 +3,14 @@
     plan = plan_ingest(catalogue, discover(paths))        # stat only, no file opened
     for batch in decode_batches(DecodeDataset(paths)):    # workers: read, hash, decode
         captions = caption_images(captioner, batch.images) # main process: the model
+        objects = detect_objects(detector, batch.images)   # main process: the detector
         sinks.write(changes)                               # SQLite commit, Parquet, index
 
 What a re-run does with each file: `plan.py`. A file whose content is already
 catalogued (moved, renamed, touched) keeps its row and caption without decoding
 (`Relocations`); the rest are captioned; orphans not claimed by a move are deleted.
+An unchanged file whose objects were never looked for is read again for them only
+("enrich"), so an existing library gains them without captioning again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from capindex.pipeline.caption import CaptionerLike, caption_images, placement, provenance
+from capindex.pipeline.detect import DeferredDetector, detect_objects
 from capindex.pipeline.discover import Found, discover
 from capindex.pipeline.options import IngestOptions, tuned_options
 from capindex.pipeline.plan import Plan, Task, plan_ingest
@@ -35,8 +39,8 @@ if TYPE_CHECKING:  # the decode stage imports torch: only a run with files to re
 
 # Columns a row copies from another row with the same content (a duplicate file).
 _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
-                    "gps_lat", "gps_lon", "caption", "caption_score", "tags", "model_id",
-                    "weights_hash", "decoding")
+                    "gps_lat", "gps_lon", "caption", "caption_score", "alt_captions", "tags",
+                    "objects", "detector_id", "model_id", "weights_hash", "decoding")
 
 
 def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[DecodedBatch]:
@@ -50,7 +54,8 @@ def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[De
 
 def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
            options: IngestOptions | None = None, events: Events | None = None,
-           should_stop: Callable[[], bool] = lambda: False) -> Summary:
+           should_stop: Callable[[], bool] = lambda: False,
+           detector: DeferredDetector | None = None) -> Summary:
     """Bring the library up to date with the image files under `roots`.
 
     `should_stop` is polled after each batch is written; when it returns True
@@ -59,7 +64,8 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
     `captioner.weights_hash`: the decode stage is set up only when there are files to read,
     with `options` tuned for the model's device, and the model (a `DeferredCaptioner`)
     loaded only when there are images to caption: a run whose files all turn out to be
-    moved ones (hashed, found in the catalogue) loads none.
+    moved ones (hashed, found in the catalogue) loads none. `detector` (None: none) finds
+    the objects of each image read, and of unchanged rows that lack them.
     """
     options = options or IngestOptions()
     events = events or Events()
@@ -73,10 +79,11 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
             mirror.reconcile(catalog)
             index.reconcile(catalog)
             plan = plan_ingest(catalog.states(), discover(roots, options.exclude), roots,
-                               captioner.weights_hash, options, events)
+                               captioner.weights_hash, options, events,
+                               detector.detector_id if detector else None)
             sinks = Sinks(catalog, mirror, index)
             try:
-                _run(plan, captioner, catalog, sinks, options, events, should_stop)
+                _run(plan, captioner, detector, catalog, sinks, options, events, should_stop)
             except BaseException:
                 sinks.abandon()
                 raise
@@ -89,15 +96,17 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
     return plan.summary
 
 
-def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: IngestOptions,
-         events: Events, should_stop: Callable[[], bool]) -> None:
+def _run(plan: Plan, captioner: CaptionerLike, detector: DeferredDetector | None, catalog,
+         sinks: Sinks, options: IngestOptions, events: Events,
+         should_stop: Callable[[], bool]) -> None:
     summary = plan.summary
     sinks.write(_discovery_failures(plan, events))
     relocations = Relocations(plan, catalog)
     model = _Model(captioner, summary)
     if plan.tasks:  # only now is torch needed, and the model (a DeferredCaptioner loads it)
         options = model.tune(options)
-        if not plan.reuse_hashes:  # no file can turn out to be a moved one: all need the model
+        if not plan.reuse_hashes and any(t.reason != "enrich" for t in plan.tasks):
+            # no file can turn out to be a moved one: all but enrich tasks need the model
             model.load()
     events.start(len(plan.tasks))
     if plan.tasks:
@@ -108,7 +117,7 @@ def _run(plan: Plan, captioner: CaptionerLike, catalog, sinks: Sinks, options: I
 
         dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
         for batch in decode_loader(dataset, options):
-            sinks.write(_batch_changes(batch, plan, model, relocations, events))
+            sinks.write(_batch_changes(batch, plan, model, detector, relocations, events))
             events.advance(len(batch.items))
             if should_stop():
                 summary.interrupted = True
@@ -128,25 +137,53 @@ def _discovery_failures(plan: Plan, events: Events) -> Changes:
     return failures
 
 
-def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model, relocations: Relocations,
+def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
+                   detector: DeferredDetector | None, relocations: Relocations,
                    events: Events) -> Changes:
-    """One decoded batch -> the catalogue changes it makes: captioned rows, moves, errors."""
+    """One decoded batch -> the catalogue changes it makes: captioned rows, objects of
+    unchanged rows, moves, errors."""
     summary = plan.summary
-    made_by = model.load() if batch.images is not None else None
-    captions = iter(caption_images(model.captioner, batch.images))
-    summary.captioned += 0 if batch.images is None else len(batch.images)
+    imaged = [item for item in batch.items if item.has_image]  # the rows of batch.images
+    enrich = [plan.tasks[item.index].reason == "enrich" for item in imaged]
+    to_caption = [k for k, only_objects in enumerate(enrich) if not only_objects]
+    captions, made_by = {}, None
+    if to_caption:
+        made_by = model.load()
+        images = batch.images if len(to_caption) == len(imaged) else batch.images[to_caption]
+        captions = dict(zip(to_caption, caption_images(model.captioner, images)))
+        summary.captioned += len(to_caption)
+    found = [(None, None)] * len(imaged)
+    if detector is not None and imaged:
+        sizes = [(item.meta["width"], item.meta["height"]) for item in imaged]
+        found = detect_objects(detector, batch.images, sizes)
+    position = {item.index: k for k, item in enumerate(imaged)}
     changes = Changes()
     for item in batch.items:
         task = plan.tasks[item.index]
+        key = task.found.key
+        if task.reason == "enrich":  # the row stays as it is, whatever happens here
+            objects, why = found[position[item.index]] if item.has_image else (None, item.error)
+            if why:
+                events.notice(f"{key}: no objects this time: {why}")
+            elif item.sha256 == task.old.sha256 and objects is not None:
+                changes.updates.append((task.old.id, {"objects": objects,
+                                                      "detector_id": detector.detector_id}))
+                summary.enriched += 1
+            continue
         if item.error:
-            events.skipped(task.found.key, item.error)
+            events.skipped(key, item.error)
             changes.upserts.append(_error_row(task.found, item.error, item))
             summary.failed += 1
         elif item.reused:
             relocations.place(task, item, changes)
         else:
+            k = position[item.index]
+            objects, why = found[k]
+            if why:
+                events.notice(f"{key}: {why}")
             row = _blank_row(task.found, item)
-            row.update(item.meta, **next(captions), **made_by, status="ok")
+            row.update(item.meta, **captions[k], **made_by, status="ok", objects=objects,
+                       detector_id=detector.detector_id if objects is not None else None)
             changes.upserts.append(row)
             _count(summary, task.reason)
     return changes

@@ -26,7 +26,7 @@ from capindex.store.catalog import FileState
 @dataclass
 class Task:
     found: Found
-    reason: str  # new | changed | recaption | retry
+    reason: str  # new | changed | recaption | retry | enrich (objects only, no captioning)
     old: FileState | None = None
 
 
@@ -40,11 +40,15 @@ class Plan:
 
 
 def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Sequence[str],
-                weights_hash: str, options: IngestOptions, events: Events) -> Plan:
+                weights_hash: str, options: IngestOptions, events: Events,
+                detector_id: str | None = None) -> Plan:
     """Sort what discovery found into tasks, using only the catalogue and stat().
 
     `weights_hash` is the captioner's: a caption recording another one is another model's
     (the model id comes from the same checkpoint file, so the hash alone tells).
+    `detector_id`: the object detector's; an unchanged row whose objects another detector
+    found, or none yet (a library from before detection), gets an "enrich" task: read
+    again for its objects, its caption kept.
     """
     plan = Plan()
     summary = plan.summary
@@ -71,13 +75,13 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
                 plan.tasks.append(Task(entry, "retry", old))
             else:
                 summary.previously_failed += 1
-        elif old.weights_hash != weights_hash:
-            if options.recaption:
-                plan.tasks.append(Task(entry, "recaption", old))
-            else:
-                summary.other_model += 1
-                summary.unchanged += 1
+        elif old.weights_hash != weights_hash and options.recaption:
+            plan.tasks.append(Task(entry, "recaption", old))
+        elif detector_id and old.detector_id != detector_id:
+            plan.tasks.append(Task(entry, "enrich", old))
+            summary.other_model += old.weights_hash != weights_hash
         else:
+            summary.other_model += old.weights_hash != weights_hash
             summary.unchanged += 1
     root_keys = [catalog_path(os.path.abspath(r)) for r in roots]
     plan.orphans = {

@@ -34,6 +34,7 @@ class FileState(NamedTuple):
     error: str | None
     model_id: str | None
     weights_hash: str | None
+    detector_id: str | None  # None: objects not looked for yet
 
 
 @dataclass
@@ -44,15 +45,18 @@ class Changes:
         already catalogued, replacing that row's values (its id is kept).
     relocations: (id, {"path", "size", "mtime_ns"}) for a moved or touched file
         whose caption is kept; a different row already at the new path is deleted.
+    updates: (id, {column: value}) for a row that gains columns and keeps the rest (its
+        objects filled in, say), without captioning again.
     deletes: ids of rows whose files are gone.
     """
 
     upserts: list[dict] = field(default_factory=list)
     relocations: list[tuple[int, dict]] = field(default_factory=list)
+    updates: list[tuple[int, dict]] = field(default_factory=list)
     deletes: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.upserts or self.relocations or self.deletes)
+        return bool(self.upserts or self.relocations or self.updates or self.deletes)
 
 
 @dataclass
@@ -123,12 +127,9 @@ class Catalog:
         shared: dict = {}
         states = {}
         with self.engine.begin() as conn:
-            for path, row_id, size, mtime_ns, sha256, status, error, model_id, weights_hash \
-                    in conn.execute(sa.select(*cols)):
-                states[path] = FileState(
-                    row_id, size, mtime_ns, sha256, shared.setdefault(status, status),
-                    shared.setdefault(error, error), shared.setdefault(model_id, model_id),
-                    shared.setdefault(weights_hash, weights_hash))
+            for path, row_id, size, mtime_ns, sha256, *repeated in conn.execute(sa.select(*cols)):
+                states[path] = FileState(row_id, size, mtime_ns, sha256,
+                                         *(shared.setdefault(v, v) for v in repeated))
         return states
 
     def live_seqs(self, ok_only: bool = False) -> dict[int, int]:
@@ -152,6 +153,21 @@ class Catalog:
                 query = sa.select(_T).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
                 for row in conn.execute(query).mappings():
                     yield dict(row)
+
+    def embedding_seqs(self, model_id: str) -> dict[int, int]:
+        """id -> seq of every 'ok' row whose embedding `model_id` wrote."""
+        query = sa.select(_T.c.id, _T.c.seq).where(
+            _T.c.status == "ok", _T.c.embedding_model == model_id, _T.c.embedding.is_not(None))
+        with self.engine.begin() as conn:
+            return dict(conn.execute(query).all())
+
+    def embeddings(self, model_id: str, batch: int = 10_000) -> Iterator[tuple[int, int, bytes]]:
+        """(id, seq, embedding bytes) of those rows, ordered by id."""
+        query = (sa.select(_T.c.id, _T.c.seq, _T.c.embedding)
+                 .where(_T.c.status == "ok", _T.c.embedding_model == model_id,
+                        _T.c.embedding.is_not(None)).order_by(_T.c.id))
+        with self.engine.begin() as conn:
+            yield from conn.execution_options(yield_per=batch).execute(query)
 
     def contents_by_hash(self, hashes: Iterable[str], columns: Sequence[str]) -> dict[str, dict]:
         """sha256 -> `columns` of an 'ok' row with that content, for each hash catalogued."""
@@ -221,6 +237,9 @@ class Catalog:
                 if occupant is not None:
                     conn.execute(sa.delete(_T).where(_T.c.id == occupant))
                     deleted.append(occupant)
+                conn.execute(sa.update(_T).where(_T.c.id == row_id).values(**fields, seq=seq))
+                seq += 1
+            for row_id, fields in changes.updates:
                 conn.execute(sa.update(_T).where(_T.c.id == row_id).values(**fields, seq=seq))
                 seq += 1
             for chunk in _chunks(list(changes.deletes)):

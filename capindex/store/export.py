@@ -10,6 +10,7 @@ per row.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Iterable
@@ -81,6 +82,8 @@ def write_text(rows: Iterable[dict], fmt: str, stream: TextIO) -> int:
 
 
 def _json_value(value):
+    if isinstance(value, bytes):  # the embedding
+        return base64.b64encode(value).decode("ascii")
     return value.isoformat() if isinstance(value, datetime) else value
 
 

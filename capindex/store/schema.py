@@ -45,6 +45,7 @@ KINDS: dict[str, tuple[Any, pa.DataType]] = {
         pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())])),
     ),
     "texts": (sa.JSON(none_as_null=True), pa.list_(pa.string())),
+    "vector": (sa.LargeBinary(), pa.binary()),
     "objects": (
         sa.JSON(none_as_null=True),
         pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64()),
@@ -75,6 +76,9 @@ COLUMNS: tuple[Column, ...] = (
            "[x0, y0, x1, y1] in pixels of the image as stored}, surest first; null: not "
            "looked for yet."),
     Column("detector_id", "text", "Id of the object detector that filled `objects`."),
+    Column("embedding", "vector", "The image's point in the text-image embedding space: "
+           "float16 values, little-endian (384 of them, 768 bytes); base64 in CSV and JSON."),
+    Column("embedding_model", "text", "Id of the embedding model that wrote `embedding`."),
     Column("taken_at", "datetime", "EXIF DateTimeOriginal, camera local time as recorded."),
     Column("camera_make", "text", "EXIF Make."),
     Column("camera_model", "text", "EXIF Model."),
