@@ -15,6 +15,7 @@ import click
 from capindex.cli.common import library, library_errors
 from capindex.cli.progress import Progress, format_summary
 from capindex.model import PRECISIONS
+from capindex.search.modes import SEARCH_MODES
 from capindex.store.export import FORMATS, format_from_suffix
 
 # `capindex ingest` exit statuses (also in its --help)
@@ -142,17 +143,27 @@ def _stop_on_sigint():
 
 
 @click.command()
-@click.argument("query")
+@click.argument("query", required=False, default="")
 @click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10_000),
               help="How many results at most.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON array.")
+@click.option("--mode", default="hybrid", show_default=True, type=click.Choice(SEARCH_MODES),
+              help="keyword: words only (BM25); semantic: meaning only (the text-image "
+                   "embedding); hybrid: both, fused by rank (keyword only for a library "
+                   "without image vectors).")
+@click.option("--like", "like", metavar="PHOTO", type=click.Path(dir_okay=False, path_type=str),
+              help="Rank the library by how alike its photos are to PHOTO (catalogued or not).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as a JSON array (with each hit's keyword and vector "
+                   "scores).")
 @click.pass_context
-def search(ctx, query, limit, as_json):
-    """Find images by words in their caption, detected objects, tags or file name (BM25).
+def search(ctx, query, limit, mode, like, as_json):
+    """Find images by what they show: words in their caption, detected objects, tags or
+    file name (BM25), fused with search by meaning.
 
     Any word of QUERY may match and images matching more words rank higher;
     "dogs" and "running" find dog and run; broader words work too (animal,
-    pet, child, vehicle: from WordNet). NOT word (or -word) leaves out the
+    pet, child, vehicle: from WordNet); a sentence also matches by meaning
+    ("a toddler splashes in a fountain"). NOT word (or -word) leaves out the
     images with that word; "quoted phrases", AND / OR and field:word (fields
     caption, alt, objects, tags, words, name) work too. Prints rank, score,
     path and caption, one image a line.
@@ -161,9 +172,15 @@ def search(ctx, query, limit, as_json):
     Examples:
         capindex search "dog on a beach" --limit 5
         capindex search "dog -cat"
+        capindex search --like holiday/IMG_2041.jpg
     """
+    if not query and not like:
+        raise click.UsageError("give a QUERY, or --like PHOTO")
+    notes: list[str] = []
     with library_errors():
-        hits = library(ctx).search(query, limit)
+        hits = library(ctx).search(query, limit, mode=mode, like=like, notes=notes)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
         return

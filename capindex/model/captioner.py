@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from capindex.model import DEFAULT_CHECKPOINT, PRECISIONS, checkpoint_sha256
@@ -22,6 +23,7 @@ class Caption:
     score: float  # mean token log-probability of the caption (higher is surer)
     tags: list[tuple[str, float]]  # top ImageNet labels with probabilities
     alternatives: tuple[str, ...] = ()  # the beam's next best distinct captions, best first
+    embedding: np.ndarray | None = None  # the image's unit vector (dim,), with an embedder
 
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,8 +79,11 @@ class Captioner:
 
     def __init__(self, encoder: Encoder, decoder, vocab, model_id: str, weights_hash: str,
                  beam_size: int = 3, max_len: int = 20, num_tags: int = 5,
-                 precision: str = "auto", channels_last: bool | None = None) -> None:
+                 precision: str = "auto", channels_last: bool | None = None,
+                 embedder=None, embedding_id: str | None = None) -> None:
         self.encoder = encoder
+        self.embedder = embedder  # the text-image embedding's image side (model/embedding.py)
+        self.embedding_id = embedding_id if embedder is not None else None
         self.decoder = decoder
         self.vocab = vocab
         self.model_id = model_id
@@ -109,11 +114,14 @@ class Captioner:
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str = "auto",
              beam_size: int = 3, precision: str = "auto",
-             channels_last: bool | None = None) -> Captioner:
+             channels_last: bool | None = None,
+             embedding: str | Path | None = None) -> Captioner:
         """Load a checkpoint (the shipped default when None) onto `device`.
 
         `precision` ("auto", "fp32", "bf16", "fp16") is the encoder's autocast
         (see `autocast_dtype`); `channels_last` None picks the layout by device.
+        `embedding`: a text-image embedding checkpoint whose image vectors each caption
+        carries (the encoder's outputs feed it: no second pass); None: none.
         """
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         decoder, vocab, meta = load_checkpoint(path)
@@ -122,15 +130,32 @@ class Captioner:
         encoder = Encoder().to(dev)
         decoder = decoder.to(dev).eval()
         weights_hash = checkpoint_sha256(path)
+        embedder = embedding_id = None
+        if embedding is not None:
+            from capindex.model.embedding import ImageEmbedder
+
+            embedder = ImageEmbedder.load(embedding, device=str(dev))
+            embedding_id = f"{Path(embedding).stem}@{embedder.weights_hash[:12]}"  # = model.embedding_id
         return cls(encoder, decoder, vocab, meta.get("model_id", path.stem), weights_hash,
-                   beam_size=beam_size, precision=precision, channels_last=channels_last)
+                   beam_size=beam_size, precision=precision, channels_last=channels_last,
+                   embedder=embedder, embedding_id=embedding_id)
 
     @torch.inference_mode()
     def caption_batch(self, images: torch.Tensor) -> list[Caption]:
         """images: (B, 3, 224, 224), uint8 pixels (`preprocess.to_pixels`, as the decode
         stage sends them) or already normalised floats (`preprocess.image_tensor`)."""
         features, logits = self.encode(images)
-        return self.caption_features(features, top_tags(logits, self.num_tags))
+        captions = self.caption_features(features, top_tags(logits, self.num_tags))
+        if self.embedder is None:
+            return captions
+        vectors = self.embedder.embed(features.float(), logits.float()).numpy()  # (B, dim)
+        return [replace(c, embedding=v) for c, v in zip(captions, vectors)]
+
+    @torch.inference_mode()
+    def embed_batch(self, images: torch.Tensor) -> np.ndarray:
+        """images as `caption_batch` -> their unit vectors (B, dim), without captioning."""
+        features, logits = self.encode(images)
+        return self.embedder.embed(features.float(), logits.float()).numpy()
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,12 +41,23 @@ def caption_images(captioner: CaptionerLike, images: torch.Tensor | None) -> lis
     captions = captioner.caption_batch(images)
     if len(captions) != len(images):
         raise RuntimeError(f"the captioner returned {len(captions)} captions for {len(images)} images")
+    embedding_id = getattr(captioner, "embedding_id", None)
     return [
         {"caption": c.text, "caption_score": float(c.score),
          "alt_captions": list(getattr(c, "alternatives", ())),
-         "tags": [{"label": label, "prob": float(prob)} for label, prob in c.tags]}
+         "tags": [{"label": label, "prob": float(prob)} for label, prob in c.tags],
+         **embedding_columns(getattr(c, "embedding", None), embedding_id)}
         for c in captions
     ]
+
+
+def embedding_columns(vector, embedding_id: str | None) -> dict:
+    """The row's embedding columns: the vector as float16 bytes and its model's id."""
+    if vector is None or embedding_id is None:
+        return {"embedding": None, "embedding_model": None}
+    import numpy as np
+
+    return {"embedding": np.asarray(vector, "<f2").tobytes(), "embedding_model": embedding_id}
 
 
 def provenance(captioner: CaptionerLike) -> dict:
@@ -75,8 +86,10 @@ class DeferredCaptioner:
 
     def __init__(self, weights_hash: str, load: Callable[[], CaptionerLike],
                  source: str = "the checkpoint",
-                 place: Callable[[], tuple[str, float | None]] | None = None) -> None:
+                 place: Callable[[], tuple[str, float | None]] | None = None,
+                 embedding_id: str | None = None) -> None:
         self.weights_hash = weights_hash
+        self.embedding_id = embedding_id  # known from the embedding's file, as weights_hash
         self._load = load
         self._source = source
         self._place = place
@@ -102,11 +115,13 @@ class DeferredCaptioner:
 
 
 def load_captioner(model_path: str | Path | None = None, device: str = "auto",
-                   precision: str = "auto") -> DeferredCaptioner:
+                   precision: str = "auto", embedding: bool = True) -> DeferredCaptioner:
     """The real captioner for `model_path` (None: the shipped model), loaded when first used,
     so that an ingest with nothing to caption imports no torch. A file that cannot be a
-    checkpoint fails here, at once (ModelError)."""
-    from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+    checkpoint fails here, at once (ModelError). `embedding`: each caption also carries the
+    image's vector from the shipped text-image embedding (for search by meaning)."""
+    from capindex.model import DEFAULT_CHECKPOINT, DEFAULT_EMBEDDING, checkpoint_sha256
+    from capindex.model import embedding_id as id_of_embedding
 
     path = Path(model_path or DEFAULT_CHECKPOINT)
     try:
@@ -117,14 +132,19 @@ def load_captioner(model_path: str | Path | None = None, device: str = "auto",
     if not archive:
         raise ModelError(f"{path}: not a readable checkpoint (not a zip archive)")
 
+    embedding_path = DEFAULT_EMBEDDING if embedding and DEFAULT_EMBEDDING.is_file() else None
+    embedding_id = id_of_embedding(embedding_path) if embedding_path else None
+
     def load():
         from capindex.model.captioner import Captioner
 
-        return Captioner.load(path, device=device, precision=precision)
+        return Captioner.load(path, device=device, precision=precision,
+                              embedding=embedding_path)
 
     def place():
         from capindex.model.captioner import load_placement
 
         return load_placement(device)
 
-    return DeferredCaptioner(weights_hash, load, source=str(path), place=place)
+    return DeferredCaptioner(weights_hash, load, source=str(path), place=place,
+                             embedding_id=embedding_id)

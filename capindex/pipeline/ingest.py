@@ -20,7 +20,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from capindex.pipeline.caption import CaptionerLike, caption_images, placement, provenance
+from capindex.model import EMBEDDING_DIM
+from capindex.pipeline.caption import CaptionerLike, caption_images, embedding_columns, placement, provenance
 from capindex.pipeline.detect import DeferredDetector, detect_objects
 from capindex.pipeline.discover import Found, discover
 from capindex.pipeline.options import IngestOptions, tuned_options
@@ -33,6 +34,7 @@ from capindex.store.library_dir import LibraryDir
 from capindex.store.parquet import ParquetMirror
 from capindex.store.schema import COLUMN_NAMES
 from capindex.store.sinks import Sinks
+from capindex.store.vectors import VectorIndex
 
 if TYPE_CHECKING:  # the decode stage imports torch: only a run with files to read loads it
     from capindex.pipeline.decode import Decoded, DecodeDataset, DecodedBatch
@@ -75,12 +77,16 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
         try:
             mirror = ParquetMirror(library.parquet_dir)
             index = KeywordIndex(library.index_dir)
+            vectors = VectorIndex(library.vectors_dir)
+            embedding_id = getattr(captioner, "embedding_id", None)
             # Repair whatever a killed run left behind, before anything new.
             mirror.reconcile(catalog)
             index.reconcile(catalog)
+            if embedding_id:
+                vectors.reconcile(catalog, embedding_id, EMBEDDING_DIM)
             plan = plan_ingest(catalog.states(), discover(roots, options.exclude), roots,
                                captioner.weights_hash, options, events,
-                               detector.detector_id if detector else None)
+                               detector.detector_id if detector else None, embedding_id)
             sinks = Sinks(catalog, mirror, index)
             try:
                 _run(plan, captioner, detector, catalog, sinks, options, events, should_stop)
@@ -89,6 +95,8 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
                 raise
             sinks.close()
             mirror.reconcile(catalog)  # drop rows this run superseded or deleted
+            if embedding_id:  # the vectors of this run's rows (one file, written again)
+                vectors.reconcile(catalog, embedding_id, EMBEDDING_DIM)
         finally:
             events.finish()
             catalog.close()
@@ -157,17 +165,32 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
         sizes = [(item.meta["width"], item.meta["height"]) for item in imaged]
         found = detect_objects(detector, batch.images, sizes)
     position = {item.index: k for k, item in enumerate(imaged)}
+    embedding_id = getattr(model.captioner, "embedding_id", None)
+    to_embed = [k for k, item in enumerate(imaged) if enrich[k] and embedding_id
+                and plan.tasks[item.index].old.embedding_model != embedding_id]
+    vectors = {}
+    if to_embed:  # the encoder and the embedding only: the caption is kept
+        vectors = dict(zip(to_embed, model.captioner.embed_batch(batch.images[to_embed])))
     changes = Changes()
     for item in batch.items:
         task = plan.tasks[item.index]
         key = task.found.key
-        if task.reason == "enrich":  # the row stays as it is, whatever happens here
-            objects, why = found[position[item.index]] if item.has_image else (None, item.error)
+        if task.reason == "enrich":  # the row keeps its caption, whatever happens here
+            if not item.has_image or item.sha256 != task.old.sha256:
+                if item.error:  # the next run tries again; the row stays as it is
+                    events.notice(f"{key}: not read again for objects and vector: {item.error}")
+                continue
+            k = position[item.index]
+            fields = {}
+            objects, why = found[k]
             if why:
-                events.notice(f"{key}: no objects this time: {why}")
-            elif item.sha256 == task.old.sha256 and objects is not None:
-                changes.updates.append((task.old.id, {"objects": objects,
-                                                      "detector_id": detector.detector_id}))
+                events.notice(f"{key}: {why}")
+            elif objects is not None and task.old.detector_id != detector.detector_id:
+                fields.update(objects=objects, detector_id=detector.detector_id)
+            if k in vectors:
+                fields.update(embedding_columns(vectors[k], embedding_id))
+            if fields:
+                changes.updates.append((task.old.id, fields))
                 summary.enriched += 1
             continue
         if item.error:

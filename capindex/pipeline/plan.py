@@ -41,14 +41,14 @@ class Plan:
 
 def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Sequence[str],
                 weights_hash: str, options: IngestOptions, events: Events,
-                detector_id: str | None = None) -> Plan:
+                detector_id: str | None = None, embedding_id: str | None = None) -> Plan:
     """Sort what discovery found into tasks, using only the catalogue and stat().
 
     `weights_hash` is the captioner's: a caption recording another one is another model's
     (the model id comes from the same checkpoint file, so the hash alone tells).
-    `detector_id`: the object detector's; an unchanged row whose objects another detector
-    found, or none yet (a library from before detection), gets an "enrich" task: read
-    again for its objects, its caption kept.
+    `detector_id`, `embedding_id`: the object detector's and the embedding's; an unchanged
+    row whose objects or vector another model made, or none yet (a library from before
+    them), gets an "enrich" task: read again for what it lacks, its caption kept.
     """
     plan = Plan()
     summary = plan.summary
@@ -77,7 +77,8 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
                 summary.previously_failed += 1
         elif old.weights_hash != weights_hash and options.recaption:
             plan.tasks.append(Task(entry, "recaption", old))
-        elif detector_id and old.detector_id != detector_id:
+        elif ((detector_id and old.detector_id != detector_id)
+              or (embedding_id and old.embedding_model != embedding_id)):
             plan.tasks.append(Task(entry, "enrich", old))
             summary.other_model += old.weights_hash != weights_hash
         else:

@@ -1,13 +1,32 @@
-"""Search the library: the keyword index finds row ids, the catalogue supplies what is shown."""
+"""Search the library: keyword hits (BM25F) and vector hits, fused; rows from the catalogue.
+
+    keyword   the Whoosh index: words, stems, broader words, objects, tags, file name
+    semantic  the vector index: the query's meaning against each photo's embedding
+    hybrid    both, fused by reciprocal rank (`fuse`): the default when the library has vectors
+
+NOT / -word exclude in every mode (the excluded ids come from the keyword index). Paths and
+captions shown come from the catalogue, never from an index, so a hit is never stale.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from capindex.errors import EmptyLibraryError
+from capindex.errors import CapindexError, EmptyLibraryError
+from capindex.search.modes import SEARCH_MODES
 from capindex.store.keyword import KeywordIndex
 from capindex.store.keyword_query import check_query
 from capindex.store.library_dir import LibraryDir
+
+MODES = SEARCH_MODES
+# Hits taken from each side before fusing: enough that an image ranked well by one side
+# and poorly by the other still meets itself (chosen on Flickr8k val, docs/search.md).
+FUSION_DEPTH = 100
+# Reciprocal rank fusion: score = sum over sides of weight / (RRF_K + rank). 60 is the value
+# of Cormack et al. (2009); the weights were chosen on Flickr8k val (docs/search.md).
+RRF_K = 60
+KEYWORD_WEIGHT = 1.0
+SEMANTIC_WEIGHT = 1.0
 
 
 @dataclass
@@ -18,32 +37,132 @@ class Hit:
     path: str
     caption: str
     tags: list[dict]
+    keyword_score: float | None = None
+    vector_score: float | None = None
+    objects: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "score": round(self.score, 4), "id": self.id,
-                "path": self.path, "caption": self.caption, "tags": self.tags}
+        out = {"rank": self.rank, "score": round(self.score, 4), "id": self.id,
+               "path": self.path, "caption": self.caption, "tags": self.tags}
+        if self.objects:
+            out["objects"] = self.objects
+        if self.keyword_score is not None or self.vector_score is not None:
+            out["keyword_score"] = _round(self.keyword_score)
+            out["vector_score"] = _round(self.vector_score)
+        return out
 
 
-def search(library: LibraryDir, text: str, limit: int = 10,
-           boosts: dict[str, float] | None = None) -> list[Hit]:
-    """The best `limit` matches for `text`, best first (`boosts`: the keyword index's
-    field weights, for evaluation).
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
-    Raises QuerySyntaxError for a malformed query and EmptyLibraryError when
-    nothing has been captioned yet.
+
+def fuse(keyword: list[tuple[int, float]], semantic: list[tuple[int, float]],
+         keyword_weight: float = KEYWORD_WEIGHT, semantic_weight: float = SEMANTIC_WEIGHT,
+         k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of two ranked (id, score) lists -> (id, fused score), best first."""
+    fused: dict[int, float] = {}
+    for weight, hits in ((keyword_weight, keyword), (semantic_weight, semantic)):
+        for rank, (row_id, _) in enumerate(hits, 1):
+            fused[row_id] = fused.get(row_id, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hybrid",
+           boosts: dict[str, float] | None = None, like: str | None = None,
+           notes: list[str] | None = None, fusion: dict | None = None) -> list[Hit]:
+    """The best `limit` images for `text` (or, with `like`, for their likeness to that
+    photo), best first.
+
+    `mode`: hybrid, keyword or semantic; hybrid and semantic fall back to keyword search when
+    the library has no vectors (a line in `notes` says why, when that is not expected).
+    `boosts`: the keyword index's field weights and `fusion`: {keyword_weight,
+    semantic_weight, k, depth}, for evaluation. Raises QuerySyntaxError for a malformed
+    query and EmptyLibraryError when nothing has been captioned yet.
     """
-    check_query(text)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    notes = notes if notes is not None else []
+    if not like:
+        check_query(text)
     index = KeywordIndex(library.index_dir)
     if not library.exists() or index.doc_count() == 0:
         raise EmptyLibraryError(str(library.root))
-    found = index.search(text, limit, boosts)
+    fusion = fusion or {}
+    depth = max(limit, fusion.get("depth", FUSION_DEPTH))
+    vectors = None
+    if like or mode != "keyword":
+        vectors = _vector_side(library, notes, required=bool(like))
+    keyword_hits: list[tuple[int, float]] = []
+    if not like and (mode == "keyword" or vectors is None or mode == "hybrid"):
+        keyword_hits = index.search(text, depth if vectors is not None else limit, boosts)
+    vector_hits: list[tuple[int, float]] = []
+    if vectors is not None:
+        from capindex.search import semantic
+
+        excluded = index.excluded_ids(text) if text else set()
+        if like:
+            query = _like_vector(library, like, vectors)
+        else:
+            meaning = semantic.meaning_text(text)
+            query = semantic.query_vector(meaning) if meaning else None
+        if query is not None:
+            vector_hits = vectors.search(query, depth, excluded)
+    if vectors is None or (not vector_hits and not like):
+        ranked = keyword_hits
+    elif like or mode == "semantic":
+        ranked = vector_hits
+    else:
+        ranked = fuse(keyword_hits, vector_hits, fusion.get("keyword_weight", KEYWORD_WEIGHT),
+                      fusion.get("semantic_weight", SEMANTIC_WEIGHT), fusion.get("k", RRF_K))
+    return _hits(library, ranked[:limit], dict(keyword_hits), dict(vector_hits),
+                 fused=ranked is not keyword_hits and ranked is not vector_hits)
+
+
+def _vector_side(library: LibraryDir, notes: list[str], required: bool):
+    """The library's vector index when it can be searched with the shipped embedding, else
+    None (with a line in `notes` when vectors were expected)."""
+    from capindex.model import embedding_id
+    from capindex.store.vectors import VectorIndex, VectorIndexDamaged
+
+    vectors = VectorIndex(library.vectors_dir)
+    try:
+        model = vectors.model_id()
+    except VectorIndexDamaged:
+        model = None
+        notes.append("the vector index is damaged; searching by keywords only until the next "
+                     "capindex ingest rebuilds it")
+    if model is None or model != embedding_id() or not vectors.count():
+        if required:
+            raise CapindexError("this library has no image vectors yet; run capindex ingest "
+                                "(with the shipped embedding) before searching with --like")
+        return None
+    return vectors
+
+
+def _like_vector(library: LibraryDir, photo: str, vectors):
+    """The vector of `photo`: its stored one when it is catalogued, else computed."""
+    import os
+
+    from capindex.pipeline.discover import catalog_path
+    from capindex.search import semantic
+
+    key = catalog_path(os.path.abspath(photo))
     with library.open_catalog() as catalog:
-        rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in found])}
+        row_id = catalog.id_of(key)
+    stored = vectors.vector(row_id) if row_id is not None else None
+    return stored if stored is not None else semantic.photo_vector(photo)
+
+
+def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
+          fused: bool) -> list[Hit]:
+    with library.open_catalog() as catalog:
+        rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
     hits = []
-    for row_id, score in found:
+    for row_id, score in ranked:
         row = rows.get(row_id)
         if row is None or row["status"] != "ok":
             continue  # changed after the index was last committed
         hits.append(Hit(len(hits) + 1, score, row_id, row["path"], row["caption"],
-                        row["tags"] or []))
+                        row["tags"] or [], keyword.get(row_id) if fused or vector else None,
+                        vector.get(row_id), row.get("objects") or []))
     return hits

@@ -35,6 +35,7 @@ class FileState(NamedTuple):
     model_id: str | None
     weights_hash: str | None
     detector_id: str | None  # None: objects not looked for yet
+    embedding_model: str | None  # None: no vector yet
 
 
 @dataclass
@@ -153,6 +154,12 @@ class Catalog:
                 query = sa.select(_T).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
                 for row in conn.execute(query).mappings():
                     yield dict(row)
+
+    def id_of(self, path: str) -> int | None:
+        """The id of the 'ok' row at catalogue path `path`, if any."""
+        query = sa.select(_T.c.id).where(_T.c.path == path, _T.c.status == "ok")
+        with self.engine.begin() as conn:
+            return conn.execute(query).scalar()
 
     def embedding_seqs(self, model_id: str) -> dict[int, int]:
         """id -> seq of every 'ok' row whose embedding `model_id` wrote."""

@@ -238,6 +238,21 @@ class KeywordIndex:
         return []  # not reached
 
 
+    def excluded_ids(self, text: str) -> set[int]:
+        """The ids of the documents `text` excludes (NOT word, -word): other kinds of search
+        leave them out too."""
+        from whoosh.query import AndNot, Not
+
+        ix = whoosh_index.open_dir(str(self.directory))
+        query = parse_query(text, ix.schema)
+        negative = (query.b if isinstance(query, AndNot)
+                    else query.query if isinstance(query, Not) else None)
+        if negative is None:
+            return set()
+        with ix.searcher() as searcher:
+            return {int(searcher.stored_fields(n)["id"]) for n in searcher.docs_for_query(negative)}
+
+
 class TieSkippingCollector(TopCollector):
     """Whoosh's top-N collector, with the bar for the N-th place set as Lucene sets it.
 

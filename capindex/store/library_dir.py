@@ -5,6 +5,7 @@ A library is one directory::
     catalog.sqlite   the catalogue: one row per image (the source of truth; catalog.py)
     parquet/         the Parquet mirror of the catalogue (parquet.py)
     index/           the Whoosh keyword index (keyword.py)
+    vectors/         the image vectors, one memory-mapped file (vectors.py)
     ingest.lock      held by the one ingest that may write at a time
 
 Its location: `--library DIR`, else `$CAPINDEX_HOME`, else the platform's user
@@ -46,6 +47,7 @@ class LibraryDir:
         self.catalog_path = self.root / "catalog.sqlite"
         self.parquet_dir = self.root / "parquet"
         self.index_dir = self.root / "index"
+        self.vectors_dir = self.root / "vectors"
         self.lock_path = self.root / "ingest.lock"
 
     def __repr__(self) -> str:

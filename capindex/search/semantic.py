@@ -1,0 +1,64 @@
+"""Search by meaning: a query (text, or a photo) as a point in the embedding space.
+
+The text side is all-MiniLM-L6-v2 (`model/text_encoder.py`, from its PyPI wheel) and the
+trained embedding's query adapter; the image side is the vector each row stored at ingest
+(`model/embedding.py`). The models load on first use, once per process.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from capindex.errors import CapindexError
+
+# What the keyword syntax adds that is no meaning: NOT/-word exclusions, operators, fields.
+_EXCLUDED = re.compile(r'(?:(?<=\s)|^)(?:-|NOT\s+)(?:"[^"]*"|\S+)')
+_SYNTAX = re.compile(r"\b(?:AND|OR|ANDNOT|ANDMAYBE)\b|\b[A-Za-z_]\w*:|[()\"]")
+
+
+def meaning_text(query: str) -> str:
+    """The words of `query` that say what the photo shows (exclusions and syntax dropped)."""
+    return " ".join(_SYNTAX.sub(" ", _EXCLUDED.sub(" ", query)).split())
+
+
+@cache
+def _models(embedding_path: str | None):
+    from capindex.model.embedding import ImageEmbedder
+    from capindex.model.text_encoder import TextEncoder
+
+    return TextEncoder.load(), ImageEmbedder.load(embedding_path)
+
+
+def query_vector(text: str, embedding_path: str | None = None) -> np.ndarray:
+    """The unit vector (dim,) of a text query."""
+    encoder, embedder = _models(embedding_path)
+    return embedder.embed_query(encoder.encode([text]))[0].numpy()
+
+
+def photo_vector(path: str | Path, embedding_path: str | None = None) -> np.ndarray:
+    """The unit vector of a photo that is not in the library (decoded as ingest decodes)."""
+    import torch
+
+    from capindex.errors import describe_failure
+    from capindex.pipeline.decode import decode_image, read_file
+
+    try:
+        data, _ = read_file(str(path))
+        _, pixels = decode_image(data)
+    except Exception as exc:  # the OS and Pillow raise many kinds for a bad file
+        raise CapindexError(f"{path}: {describe_failure(exc)}") from exc
+    _, embedder = _models(embedding_path)
+    grid, logits = _encoder().encode(pixels.unsqueeze(0))
+    with torch.inference_mode():
+        return embedder.embed(grid, logits)[0].numpy()
+
+
+@cache
+def _encoder():
+    from capindex.model.captioner import Captioner
+
+    return Captioner.load(device="cpu")
