@@ -11,6 +11,8 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "defau
 # and their size (all-MiniLM-L6-v2's space).
 DEFAULT_EMBEDDING = DEFAULT_CHECKPOINT.with_name("embedding.pt")
 EMBEDDING_DIM = 384
+# The object detector (model/detector.py): YOLOX-nano, 80 COCO classes, ONNX.
+DEFAULT_DETECTOR = DEFAULT_CHECKPOINT.with_name("yolox_nano.onnx")
 
 # The encoder's geometry (EfficientNet-Lite0): a square INPUT_SIZE image gives a GRID x GRID
 # grid of FEATURE_DIM channels, the cells the decoder attends over.

@@ -41,8 +41,7 @@ class DeferredDetector:
 
 def load_detector(path: str | Path | None = None) -> DeferredDetector:
     """The shipped YOLOX-nano (or the ONNX file at `path`), loaded when first used."""
-    from capindex.model import checkpoint_sha256
-    from capindex.model.detector import DEFAULT_DETECTOR
+    from capindex.model import DEFAULT_DETECTOR, checkpoint_sha256
 
     path = Path(path or DEFAULT_DETECTOR)
     try:
