@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from capindex.errors import EmptyLibraryError
+from capindex.errors import EmptyLibraryError, IndexDamaged
 from capindex.store.keyword import KeywordIndex
 from capindex.store.keyword_query import check_query
 from capindex.store.library_dir import LibraryDir
@@ -27,15 +27,19 @@ class Hit:
 def search(library: LibraryDir, text: str, limit: int = 10) -> list[Hit]:
     """The best `limit` matches for `text`, best first.
 
-    Raises QuerySyntaxError for a malformed query and EmptyLibraryError when
-    nothing has been captioned yet.
+    Raises QuerySyntaxError for a malformed query, EmptyLibraryError when nothing has
+    been captioned yet, IndexDamaged when the search index is missing or cannot be read
+    (the next ingest rebuilds it), and the catalogue's errors (CatalogDamaged, ...).
     """
     check_query(text)
     index = KeywordIndex(library.index_dir)
-    if not library.exists() or index.doc_count() == 0:
-        raise EmptyLibraryError(str(library.root))
-    found = index.search(text, limit)
-    with library.open_catalog() as catalog:
+    with library.open_catalog(read_only=True) as catalog:
+        if not index.exists() or index.doc_count() == 0:
+            if not catalog.has_ok_rows():
+                raise EmptyLibraryError(str(library.root))
+            if not index.exists():
+                raise IndexDamaged(str(library.index_dir), "missing")
+        found = index.search(text, limit)
         rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in found])}
     hits = []
     for row_id, score in found:
