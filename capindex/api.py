@@ -50,8 +50,10 @@ class Library:
         something needs captioning; or pass a ready `captioner`. `objects`: find the objects
         in each image with the shipped detector (or `detector`). `options` are the fields
         of `capindex.pipeline.options.IngestOptions` (batch_size, workers, exclude,
-        recaption, retry_failed, ...). Raises CapindexError subclasses (library busy,
-        model unreadable, ...); files that cannot be read become error rows instead.
+        recaption, retry_failed, rebuild: start over, keeping the old catalogue aside, ...).
+        Raises CapindexError subclasses (library busy, model unreadable, catalogue damaged,
+        ...); files that cannot be read become error rows instead. A damaged search index
+        or Parquet mirror is rebuilt from the catalogue.
         """
         from capindex.pipeline.caption import load_captioner
         from capindex.pipeline.detect import load_detector
@@ -72,9 +74,11 @@ class Library:
         return search(self.dir, query, limit, **options)
 
     def export(self, out: str | Path | TextIO, format: str | None = None) -> int:
-        """Write the whole catalogue to `out` (a path, replaced atomically, or a text
-        stream for csv/jsonl); `format` parquet|csv|jsonl, default from out's suffix.
-        Returns the number of rows."""
+        """Write the whole catalogue to `out`: a path (a file is replaced atomically, a
+        symbolic link's target is written, a device or FIFO gets csv/jsonl streamed into
+        it; see `capindex.store.export.export`), or a text stream for csv/jsonl; `format`
+        parquet|csv|jsonl, default from out's suffix. Returns the number of rows; raises
+        CapindexError when OUT cannot be written (and leaves no partial file)."""
         from capindex.store.export import FORMATS, export, format_from_suffix, write_text
 
         stream = not isinstance(out, (str, Path))
@@ -83,25 +87,36 @@ class Library:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         if stream and fmt == "parquet":
             raise ValueError("Parquet needs a file name, not a stream")
-        with self.dir.open_catalog() as catalog:
+        with self.dir.open_catalog(read_only=True) as catalog:
             if stream:
                 return write_text(catalog.rows(), fmt, out)
             return export(catalog, Path(out), fmt)
 
     def info(self) -> dict:
         """Where the library is, counts, the models that wrote captions, the first failures,
-        and the size of the Parquet mirror and the index."""
+        the size of the Parquet mirror and the index, and `index_problem`: why the search
+        index needs a rebuild ("missing", "damaged: ..."; the next ingest rebuilds it), or
+        None."""
+        from capindex.errors import EmptyLibraryError
         from capindex.store.keyword import KeywordIndex
         from capindex.store.parquet import ParquetMirror
 
         report = {"library": str(self.root), "images": 0, "ok": 0, "failed": 0, "models": [],
                   "last_ingest": None, "failures": []}
-        if self.dir.exists():
-            with self.dir.open_catalog() as catalog:
+        try:
+            with self.dir.open_catalog(read_only=True) as catalog:
                 report.update(catalog.stats())
                 report["failures"] = [{"path": p, "error": e} for p, e in catalog.failures()]
+        except EmptyLibraryError:
+            pass
         mirror = ParquetMirror(self.dir.parquet_dir)
         report["parquet_files"] = len(mirror.parts())
         report["parquet_rows"] = mirror.row_count()
-        report["index_documents"] = KeywordIndex(self.dir.index_dir).doc_count()
+        report["parquet_unreadable"] = len(mirror.unreadable())  # rewritten by the next ingest
+        index = KeywordIndex(self.dir.index_dir)
+        problem = index.problem()
+        if problem is None and report["ok"] and not index.exists():
+            problem = "missing"
+        report["index_documents"] = 0 if problem else index.doc_count()
+        report["index_problem"] = problem
         return report

@@ -36,6 +36,31 @@ class QuerySyntaxError(CapindexError):
         )
 
 
+class CatalogDamaged(CapindexError):
+    """The catalogue (the source of truth) is damaged or gone: nothing can rebuild it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"the catalogue {path} {problem}; restore it from a backup, or start over from "
+            "your photos with: capindex ingest --rebuild PATH... (which keeps the old one aside)"
+        )
+
+
+class IndexDamaged(CapindexError):
+    """The search index cannot be read; the next ingest rebuilds it from the catalogue."""
+
+    def __init__(self, directory: str, problem: str) -> None:
+        self.problem = problem  # "missing" or "damaged: ..."
+        super().__init__(
+            f"the search index in {directory} is {problem}; rebuild it from the catalogue with: "
+            "capindex ingest PATH... (your photo folders; unchanged photos are not read again)"
+        )
+
+
+class UnsafeLibraryError(CapindexError):
+    """The library could be changed by someone else (its index is read with pickle)."""
+
+
 class DecodeWorkerDied(CapindexError):
     """A decode worker died between files, so no file can be blamed and skipped."""
 

@@ -59,11 +59,15 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
 @click.option("--recaption", is_flag=True,
               help="Caption again the images whose caption was made by another model.")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before.")
+@click.option("--rebuild", is_flag=True,
+              help="Start over from the files (for a damaged catalogue): move the catalogue "
+                   "aside as catalog.sqlite.damaged-TIME and its Parquet mirror as "
+                   "parquet.before-rebuild-TIME (both kept), then caption every file again.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, objects, recaption, retry_failed, quiet):
+           exclude, objects, recaption, retry_failed, rebuild, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -71,7 +75,9 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     incremental: unchanged files are not read again, moved files keep their
     caption, deleted files leave the library. A file that cannot be read is
     reported as "skipping PATH: REASON", recorded with status=error and skipped
-    on later runs unless --retry-failed.
+    on later runs unless --retry-failed. A damaged or missing search index or
+    Parquet mirror is rebuilt from the catalogue; a damaged catalogue stops the
+    run (restore it, or start over with --rebuild).
 
     \b
     Exit status:
@@ -108,7 +114,7 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
                 events=Progress(quiet),
                 should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
                 pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
-                retry_failed=retry_failed)
+                retry_failed=retry_failed, rebuild=rebuild)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
@@ -246,8 +252,15 @@ def info(ctx, as_json):
         click.echo(f"model: {model['model_id']} (weights {str(model['weights_hash'])[:12]}): "
                    f"{model['images']} images")
     click.echo(f"last ingest: {report['last_ingest']}")
-    click.echo(f"parquet: {report['parquet_rows']} rows in {report['parquet_files']} files")
-    click.echo(f"search index: {report['index_documents']} documents")
+    damaged = report["parquet_unreadable"]
+    click.echo(f"parquet: {report['parquet_rows']} rows in {report['parquet_files']} files"
+               + (f" ({damaged} damaged; the next capindex ingest rewrites them from the "
+                  "catalogue)" if damaged else ""))
+    if report["index_problem"]:
+        click.echo(f"search index: needs a rebuild ({report['index_problem']}); run capindex "
+                   "ingest on your photo folders to rebuild it from the catalogue")
+    else:
+        click.echo(f"search index: {report['index_documents']} documents")
     if report["failures"]:
         click.echo(f"failures (first {len(report['failures'])}; see capindex export):")
         for failure in report["failures"]:

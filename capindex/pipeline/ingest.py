@@ -73,14 +73,26 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
     events = events or Events()
     started = time.monotonic()
     with library.ingest_lock():
+        if options.rebuild:  # start over from the files, keeping the old catalogue aside
+            catalogue, mirror = library.set_aside()
+            moved = [f"the catalogue aside to {catalogue}"] if catalogue else []
+            if mirror:
+                moved.append(f"its Parquet mirror to {mirror}" if catalogue
+                             else f"the Parquet mirror aside to {mirror}")
+            if moved:
+                events.notice(f"moved {', and '.join(moved)} (kept, never read again); "
+                              "every file is captioned again")
         catalog = library.open_catalog(create=True)
         try:
             mirror = ParquetMirror(library.parquet_dir)
             index = KeywordIndex(library.index_dir)
             vectors = VectorIndex(library.vectors_dir)
             embedding_id = getattr(captioner, "embedding_id", None)
-            # Repair whatever a killed run left behind, before anything new.
+            # Repair whatever a killed run (or damage) left behind, before anything new.
             mirror.reconcile(catalog)
+            problem = index.repair(catalog)
+            if problem:
+                events.notice(f"the search index is {problem}; rebuilding it from the catalogue")
             index.reconcile(catalog)
             if embedding_id:
                 vectors.reconcile(catalog, embedding_id, EMBEDDING_DIM)

@@ -18,6 +18,7 @@ class IngestOptions:
     exclude: Sequence[str] = ()
     recaption: bool = False
     retry_failed: bool = False
+    rebuild: bool = False  # start over: set the catalogue and its mirror aside (LibraryDir.set_aside)
     prefetch_batches: int = 2  # batches each worker keeps decoded ahead of the model
     worker_priority: int = 0  # nice increment of the decode workers (set by tuned_options)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from capindex.errors import CapindexError, EmptyLibraryError
+from capindex.errors import CapindexError, EmptyLibraryError, IndexDamaged
 from capindex.search.modes import SEARCH_MODES
 from capindex.store.keyword import KeywordIndex
 from capindex.store.keyword_query import check_query
@@ -77,7 +77,9 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
     the library has no vectors (a line in `notes` says why, when that is not expected).
     `boosts`: the keyword index's field weights and `fusion`: {keyword_weight,
     semantic_weight, k, depth}, for evaluation. Raises QuerySyntaxError for a malformed
-    query and EmptyLibraryError when nothing has been captioned yet.
+    query, EmptyLibraryError when nothing has been captioned yet, IndexDamaged when the
+    keyword index is missing or cannot be read (the next ingest rebuilds it), and the
+    catalogue's errors (CatalogDamaged, ...).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -85,8 +87,12 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
     if not like:
         check_query(text)
     index = KeywordIndex(library.index_dir)
-    if not library.exists() or index.doc_count() == 0:
-        raise EmptyLibraryError(str(library.root))
+    with library.open_catalog(read_only=True) as catalog:
+        if not index.exists() or index.doc_count() == 0:
+            if not catalog.has_ok_rows():
+                raise EmptyLibraryError(str(library.root))
+            if not index.exists():
+                raise IndexDamaged(str(library.index_dir), "missing")
     fusion = fusion or {}
     depth = max(limit, fusion.get("depth", FUSION_DEPTH))
     vectors = None
@@ -147,7 +153,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
     from capindex.search import semantic
 
     key = catalog_path(os.path.abspath(photo))
-    with library.open_catalog() as catalog:
+    with library.open_catalog(read_only=True) as catalog:
         row_id = catalog.id_of(key)
     stored = vectors.vector(row_id) if row_id is not None else None
     return stored if stored is not None else semantic.photo_vector(photo)
@@ -155,7 +161,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
 
 def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
           fused: bool) -> list[Hit]:
-    with library.open_catalog() as catalog:
+    with library.open_catalog(read_only=True) as catalog:
         rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
     hits = []
     for row_id, score in ranked:

@@ -2,10 +2,21 @@
 
 One row per image (columns: schema.py). Each write is one transaction that gives every
 row written a fresh `seq`; the Parquet mirror and the keyword index reconcile on it.
+
+Damage is reported, never worked around: a file that is empty, not SQLite, malformed or
+without the catalogue's tables raises CatalogDamaged (one line: restore it, or
+`capindex ingest --rebuild`), as does SQLite's "malformed" or "not a database" at any
+later statement (the `handle_error` hook); a catalogue that cannot be opened or written
+(permissions, a read-only or full disk) raises CapindexError. A new catalogue is built
+under a temporary name and renamed when complete, so a file named catalog.sqlite always
+has its tables. Readers open it read-only (`mode=ro`; `immutable=1` in a folder they
+cannot write, where SQLite could not make its shared-memory file).
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,10 +24,12 @@ from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from capindex.errors import CapindexError, CatalogDamaged
 from capindex.store.schema import SCHEMA_VERSION, images_table, meta_table
 
 _T = images_table
@@ -74,14 +87,31 @@ def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
 class Catalog:
     """The SQLite catalogue (WAL mode: readers never wait for the writer)."""
 
-    def __init__(self, path: Path, create: bool = False) -> None:
-        self.path = path
-        self.engine = sa.create_engine(f"sqlite:///{path}")
-        sa.event.listen(self.engine, "connect", _on_connect)
-        sa.event.listen(self.engine, "begin", _on_begin)
-        if create:
-            self._create()
-        self._upgrade()
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        # Checked read-only first: a writer's first statement (journal_mode=WAL) would
+        # write into a damaged file.
+        self.engine = self._make_engine(read_only=True)
+        try:
+            self._check()
+            if not read_only:
+                self.engine.dispose()
+                self.engine = self._make_engine(read_only=False)
+            self._upgrade(read_only)
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_engine(self, read_only: bool) -> sa.Engine:
+        if read_only:
+            engine = sa.create_engine("sqlite://", poolclass=sa.pool.NullPool,
+                                      creator=lambda: _connect_read_only(self.path))
+        else:
+            engine = sa.create_engine(f"sqlite:///{self.path}")
+            sa.event.listen(engine, "connect", _on_connect)
+        sa.event.listen(engine, "begin", _on_begin)
+        sa.event.listen(engine, "handle_error", self._on_error)
+        return engine
 
     def close(self) -> None:
         self.engine.dispose()
@@ -92,7 +122,7 @@ class Catalog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _upgrade(self) -> None:
+    def _upgrade(self, read_only: bool) -> None:
         """Add the columns a catalogue written by an older capindex lacks (their values are
         null: the next ingest fills in what it can without captioning again)."""
         with self.engine.begin() as conn:
@@ -100,6 +130,9 @@ class Catalog:
             missing = [column for column in _T.columns if column.name not in have]
             if not have or not missing:
                 return  # no table yet, or nothing to add
+            if read_only:
+                raise CapindexError(f"the catalogue {self.path} was written by an older "
+                                    "capindex; run capindex ingest once to bring it up to date")
             for column in missing:
                 kind = column.type.compile(dialect=self.engine.dialect)
                 conn.exec_driver_sql(f'ALTER TABLE images ADD COLUMN "{column.name}" {kind}')
@@ -108,12 +141,29 @@ class Catalog:
                          .on_conflict_do_update(index_elements=[meta_table.c.key],
                                                 set_={"value": str(SCHEMA_VERSION)}))
 
-    def _create(self) -> None:
-        images_table.metadata.create_all(self.engine)
+    def _check(self) -> None:
+        """CatalogDamaged unless the file holds the catalogue's tables."""
         with self.engine.begin() as conn:
-            for key, value in (("next_seq", "1"), ("schema_version", str(SCHEMA_VERSION))):
-                conn.execute(sqlite_insert(meta_table).values(key=key, value=value)
-                             .on_conflict_do_nothing())
+            tables = set(conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").scalars())
+        if not {images_table.name, meta_table.name} <= tables:
+            empty = self.path.stat().st_size == 0
+            raise CatalogDamaged(str(self.path), "is empty (0 bytes)" if empty
+                                 else "holds no capindex catalogue (its tables are missing)")
+
+    def _on_error(self, context) -> None:
+        """SQLite's damage and I/O errors as one line (SQLAlchemy's handle_error hook)."""
+        error = context.original_exception
+        name = getattr(error, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            raise CatalogDamaged(str(self.path), f"is damaged ({error})") from error
+        if name.startswith("SQLITE_FULL"):
+            raise CapindexError(f"cannot write the catalogue {self.path}: the disk is full; "
+                                "make room and run again (what was committed is kept)") from error
+        if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM",
+                            "SQLITE_IOERR", "SQLITE_AUTH")):
+            raise CapindexError(f"cannot use the catalogue {self.path} ({error}); check the "
+                                "library's permissions and its disk") from error
 
     # -- reads -------------------------------------------------------------
 
@@ -186,6 +236,12 @@ class Catalog:
                 for row in conn.execute(query).mappings():
                     found.setdefault(row["sha256"], {name: row[name] for name in columns})
         return found
+
+    def has_ok_rows(self) -> bool:
+        """Whether any image is captioned (so the search index should hold something)."""
+        with self.engine.begin() as conn:
+            return conn.execute(sa.select(_T.c.id).where(_T.c.status == "ok").limit(1)) \
+                .first() is not None
 
     def stats(self) -> dict:
         """Counts for `capindex info`."""
@@ -260,6 +316,39 @@ class Catalog:
                          .order_by(_T.c.id))
                 rows = [dict(row) for row in conn.execute(query).mappings()]
         return Written(rows, deleted)
+
+
+def create_catalog(path: Path) -> None:
+    """A new, empty catalogue at `path`, built under a temporary name and renamed when
+    complete (so no catalog.sqlite ever lacks its tables). Under the ingest lock."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    engine = sa.create_engine(f"sqlite:///{tmp}")
+    sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(engine, "begin", _on_begin)
+    try:
+        images_table.metadata.create_all(engine)
+        with engine.begin() as conn:
+            for key, value in (("next_seq", "1"), ("schema_version", str(SCHEMA_VERSION))):
+                conn.execute(sqlite_insert(meta_table).values(key=key, value=value))
+    finally:
+        engine.dispose()  # the last connection closes: the WAL is merged and removed
+    tmp.replace(path)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; immutable where SQLite could not make its -shm file (a
+    folder we cannot write) and no unmerged WAL would be ignored."""
+    uri = f"file:{quote(os.fsencode(path))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size):
+        uri += "&immutable=1"
+    connection = sqlite3.connect(uri, uri=True)
+    connection.isolation_level = None  # BEGIN comes from the "begin" event, as for writers
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
 
 
 @lru_cache(maxsize=8)

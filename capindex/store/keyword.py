@@ -23,12 +23,26 @@ higher. Top-N collection skips postings blocks that can at best tie the N-th
 score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` (applied when a
 KeywordIndex is made) corrects Whoosh's skipping in compound matchers, which could
 pass over or under-score a caption that belongs in the top N. NOT (or a leading "-") excludes (`parse_query`).
+
+Damage: the index is derived data, so a damaged one is rebuilt, never trusted. After each
+commit the writer records every index file's size and SHA-256 in `capindex-files.json`.
+`problem()` says why the index cannot be used (its table of contents cannot be read, a
+file is gone or has another size; with `thorough`, other contents), `search` raises
+IndexDamaged for it, and `repair` (at the start of every ingest) deletes a damaged index
+so that `reconcile` rebuilds it from the catalogue. An index without a current record
+(made by an older capindex, or a run killed between a commit and its record) is read
+through once, every posting and stored field, before it is trusted. Whoosh's pickles
+are read with an allowlist (`whoosh_pickles`), so a crafted index file runs no code.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,12 +55,16 @@ from whoosh.query import NullQuery
 from whoosh.reading import SegmentReader
 from whoosh.scoring import BM25F
 
-from capindex.store import whoosh_fixes
+from capindex.errors import IndexDamaged
+from capindex.store import whoosh_fixes, whoosh_pickles
 from capindex.store.keyword_query import FIELD_BOOSTS, FIELDS, check_query, parse_query
 
 __all__ = ["FIELDS", "FIELD_BOOSTS", "KeywordIndex", "TieSkippingCollector", "document"]
 # A segment holding less than this share of the documents is merged at the end of a run.
 MERGE_SHARE = 0.25
+# The writer's record of the index files: {"toc": name, "files": {name: [size, sha256]}}.
+MANIFEST = "capindex-files.json"
+_INDEX_FILE = re.compile(r"^(_MAIN_(\d+)\.toc|MAIN_[0-9a-z]+\..+)$")  # TOCs and segment files
 
 
 # Tags at least this probable also give their broader words (`capindex.words`) to the
@@ -115,6 +133,7 @@ class KeywordIndex:
     def __init__(self, directory: Path, flush_every: int = 20000, flush_seconds: float = 10.0,
                  first_flush_seconds: float = 2.0) -> None:
         whoosh_fixes.apply()  # correct top-N matching before any search (whoosh_fixes.py)
+        whoosh_pickles.apply()  # read Whoosh's pickles with an allowlist (whoosh_pickles.py)
         self.directory = Path(directory)
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
@@ -124,17 +143,40 @@ class KeywordIndex:
         self._last_flush = time.monotonic()
 
     def exists(self) -> bool:
-        return whoosh_index.exists_in(str(self.directory))
+        """Whether there is an index here (a table of contents), readable or not."""
+        return self._latest_toc() is not None
+
+    def _latest_toc(self) -> str | None:
+        tocs = [(int(m.group(2)), m.group(1)) for m in map(_INDEX_FILE.match, _names(self.directory))
+                if m and m.group(2)]
+        return max(tocs)[1] if tocs else None
+
+    def _open_existing(self):
+        """The Whoosh index; IndexDamaged when its table of contents cannot be read."""
+        for attempt in range(3):
+            try:
+                return whoosh_index.open_dir(str(self.directory))
+            except FileNotFoundError:
+                # A commit replaced the table of contents between our listing and reading it.
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+            except Exception as exc:  # whatever a damaged file makes Whoosh raise
+                raise IndexDamaged(str(self.directory), f"damaged: {self._latest_toc()} "
+                                   f"cannot be read ({_describe(exc)})") from exc
+        return None  # not reached
 
     def _open(self):
         """The index for writing; one made by an older capindex (other fields) starts over
         empty, and `reconcile` refills it from the catalogue."""
         if self.exists():
-            ix = whoosh_index.open_dir(str(self.directory))
+            ix = self._open_existing()
             if set(ix.schema.names()) == set(make_schema().names()):
                 return ix
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return whoosh_index.create_in(str(self.directory), make_schema())
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ix = whoosh_index.create_in(str(self.directory), make_schema())
+        self._record_files()
+        return ix
 
     # -- writing (only `capindex ingest`, under the library's ingest lock) --
 
@@ -185,6 +227,7 @@ class KeywordIndex:
             raise
         writer.commit(mergetype=merge_small_segments if final else None)
         self._pending.clear()
+        self._record_files()
 
     def discard(self) -> None:
         """Forget queued changes (the next reconcile restores them from the catalogue)."""
@@ -203,25 +246,122 @@ class KeywordIndex:
             self.flush(final=True)
         return len(stale) + len(todo)
 
+    # -- damage --------------------------------------------------------------
+
+    def problem(self, thorough: bool = False) -> str | None:
+        """Why the index cannot be used ("damaged: ..."), or None. Without `thorough`:
+        its table of contents is read and the recorded files are there with their sizes
+        (cheap, for info); `thorough` also compares their contents (SHA-256). An index that
+        is not there at all is no problem here: whether it should be, the catalogue says."""
+        for _ in range(3):
+            toc = self._latest_toc()
+            if toc is None:
+                return None
+            try:
+                self._open_existing()
+                problem = self._check_files(thorough)
+            except IndexDamaged as exc:
+                problem = exc.problem
+            if problem is None or self._latest_toc() == toc:
+                return None if problem is _UNRECORDED else problem
+            # an ingest committed meanwhile (and removed files of the old commit): look again
+        return None if problem is _UNRECORDED else problem
+
+    def _check_files(self, thorough: bool) -> str | None:
+        """Compare the files with the writer's record; _UNRECORDED when it has none for the
+        current table of contents."""
+        record = self._read_record()
+        if record is None or record.get("toc") != self._latest_toc():
+            return _UNRECORDED
+        for name, (size, digest) in sorted(record["files"].items()):
+            path = self.directory / name
+            try:
+                actual = path.stat().st_size
+            except FileNotFoundError:
+                return f"damaged: {name} is gone"
+            if actual != size:
+                return f"damaged: {name} changed since capindex wrote it ({actual} bytes, not {size})"
+            if thorough and _sha256(path) != digest:
+                return f"damaged: {name} changed since capindex wrote it (other contents)"
+        return None
+
+    def repair(self, catalog) -> str | None:
+        """At the start of an ingest (under its lock): delete an index that cannot be used,
+        so that `reconcile` rebuilds it from the catalogue. Returns why ("missing" when
+        the catalogue has rows to index but there is no index), or None."""
+        if not self.exists():
+            if self.directory.exists():
+                shutil.rmtree(self.directory)  # what is left of an index without its TOC
+            return "missing" if catalog.has_ok_rows() else None
+        problem = self.problem(thorough=True)
+        if problem is None and self._check_files(thorough=False) is _UNRECORDED:
+            problem = self._read_through()
+            if problem is None:
+                self._record_files()
+        if problem is not None:
+            shutil.rmtree(self.directory)
+        return problem
+
+    def _read_through(self) -> str | None:
+        """Read every posting and stored field once (an index capindex has no record of)."""
+        try:
+            with self._open_existing().searcher() as searcher:
+                reader = searcher.reader()
+                for fieldname, text in reader.all_terms():
+                    for _ in reader.postings(fieldname, text).all_ids():
+                        pass
+                for _ in reader.all_stored_fields():
+                    pass
+        except IndexDamaged as exc:
+            return exc.problem
+        except Exception as exc:  # whatever a damaged file makes Whoosh raise
+            return f"damaged: it could not be read ({_describe(exc)})"
+        return None
+
+    def _record_files(self) -> None:
+        """Record each index file's size and SHA-256 (writer only, after a commit). Whoosh
+        never rewrites a file (segments and tables of contents get new names), so the hash
+        of a file recorded before with the same size is kept, not computed again."""
+        before = (self._read_record() or {}).get("files", {})
+        files = {}
+        for name in sorted(_names(self.directory)):
+            if _INDEX_FILE.match(name):
+                size = (self.directory / name).stat().st_size
+                known = before.get(name)
+                files[name] = [size, known[1] if known and known[0] == size
+                               else _sha256(self.directory / name)]
+        tmp = self.directory / (MANIFEST + ".partial")
+        tmp.write_text(json.dumps({"toc": self._latest_toc(), "files": files}, indent=1))
+        tmp.replace(self.directory / MANIFEST)
+
+    def _read_record(self) -> dict | None:
+        try:
+            record = json.loads((self.directory / MANIFEST).read_text())
+            return record if isinstance(record, dict) and isinstance(record.get("files"), dict) \
+                else None
+        except (OSError, ValueError):
+            return None
+
     # -- reading -----------------------------------------------------------
 
     def doc_count(self) -> int:
+        """Documents in the index (0 when there is none); IndexDamaged when it cannot be read."""
         if not self.exists():
             return 0
-        return whoosh_index.open_dir(str(self.directory)).doc_count()
+        return self._open_existing().doc_count()
 
     def search(self, text: str, limit: int = 10,
                boosts: dict[str, float] | None = None) -> list[tuple[int, float]]:
         """(row id, BM25F score) of the best matches, best first; `boosts` overrides
         FIELD_BOOSTS (0 leaves a field out).
 
-        Raises QuerySyntaxError for a malformed query; an empty list when the
-        query has no searchable words or nothing matches.
+        Raises QuerySyntaxError for a malformed query, IndexDamaged when the index cannot
+        be read; an empty list when the query has no searchable words or nothing matches.
         """
         check_query(text)
         for attempt in range(3):
             try:
-                ix = whoosh_index.open_dir(str(self.directory))
+                ix = self._open_existing()
                 query = parse_query(text, ix.schema, boosts)
                 if query is NullQuery:
                     return []
@@ -229,13 +369,52 @@ class KeywordIndex:
                     collector = TieSkippingCollector(limit=limit)
                     searcher.search_with_collector(query, collector)
                     return [(int(hit["id"]), hit.score) for hit in collector.results()]
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 # An ingest merged segments between our reading the table of
                 # contents and opening them; the next try sees the new ones.
                 if attempt == 2:
-                    raise
+                    self._raise_if_damaged(exc)
                 time.sleep(0.05)
+            except IndexDamaged:
+                raise
+            except Exception as exc:
+                self._raise_if_damaged(exc)
         return []  # not reached
+
+    def _raise_if_damaged(self, exc: Exception) -> None:
+        """Whoosh failed: IndexDamaged when the files show damage (or, with no record to
+        compare with, in any case); else the failure is a bug and goes on as it is."""
+        problem = self.problem(thorough=True)
+        if problem is None and self._check_files(thorough=False) is _UNRECORDED:
+            problem = f"damaged: it could not be read ({_describe(exc)})"
+        if problem is None:
+            raise exc
+        raise IndexDamaged(str(self.directory), problem) from exc
+
+
+_UNRECORDED = "unrecorded"  # the writer's record is missing or not for this commit
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception in one short line."""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
     def excluded_ids(self, text: str) -> set[int]:

@@ -10,17 +10,31 @@ A library is one directory::
 
 Its location: `--library DIR`, else `$CAPINDEX_HOME`, else the platform's user
 data directory (platformdirs: ~/.local/share/capindex on Linux).
+
+Who may change it: the library folder and its index folder are created owner-only
+(0o700), and a library whose folder (or index folder) belongs to another user or may be
+written by group or others is refused (`check_owner`): whoever can write the index could
+make it unpickle anything (Whoosh stores its index with pickle; whoosh_pickles.py limits
+what it loads). `search`, `export` and `info` only read, so a read-only library works.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from capindex.errors import CapindexError, EmptyLibraryError, LibraryBusyError
+from capindex.errors import (
+    CapindexError,
+    CatalogDamaged,
+    EmptyLibraryError,
+    LibraryBusyError,
+    UnsafeLibraryError,
+)
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a catalogue is opened
     from capindex.store.catalog import Catalog
@@ -56,21 +70,89 @@ class LibraryDir:
     def exists(self) -> bool:
         return self.catalog_path.is_file()
 
-    def open_catalog(self, create: bool = False) -> Catalog:
-        """The catalogue; raises EmptyLibraryError when there is none and `create` is False."""
-        from capindex.store.catalog import Catalog
-
-        if not create and not self.exists():
-            raise EmptyLibraryError(str(self.root))
-        if create:
+    def check_owner(self) -> None:
+        """UnsafeLibraryError unless the library folder and its index folder (those that
+        exist) belong to the user running capindex and only that user may write them."""
+        for folder in (self.root, self.index_dir):
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                info = folder.stat()
+            except FileNotFoundError:
+                continue
             except OSError as exc:
                 raise CapindexError(
-                    f"cannot create the library at {self.root}: {exc.strerror}; "
-                    "choose another with --library DIR or CAPINDEX_HOME"
-                ) from exc
-        return Catalog(self.catalog_path, create=create)
+                    f"cannot open the library at {self.root}: {exc.strerror}") from exc
+            if info.st_uid != os.geteuid():
+                raise UnsafeLibraryError(
+                    f"the library folder {folder} belongs to another user ({_user(info.st_uid)}); "
+                    "capindex opens only its own user's libraries: run it as that user, or "
+                    "choose another library with --library DIR")
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UnsafeLibraryError(
+                    f"the library folder {folder} can be written by other users, who could "
+                    f"change what capindex reads; make it yours alone with: chmod go-w {folder}")
+
+    def derived_data(self) -> list[str]:
+        """What is here that was made from a catalogue: a Parquet mirror, a search index."""
+        found = []
+        if any(self.parquet_dir.glob("part-*.parquet")):
+            found.append("a Parquet mirror")
+        if any(self.index_dir.glob("_MAIN_*.toc")):
+            found.append("a search index")
+        return found
+
+    def open_catalog(self, create: bool = False, read_only: bool = False) -> Catalog:
+        """The catalogue, created when there is none and `create` (ingest, under the lock);
+        `read_only` for commands that only read (it works in a read-only library). Raises
+        EmptyLibraryError when there is none and `create` is False, CatalogDamaged when it
+        is damaged, or missing while data made from it is still here, and
+        UnsafeLibraryError (check_owner)."""
+        from capindex.store.catalog import Catalog, create_catalog
+
+        self.check_owner()
+        if not self.exists():
+            derived = self.derived_data()
+            if derived:
+                raise CatalogDamaged(str(self.catalog_path), "is missing, but the library "
+                                     f"holds {' and '.join(derived)} made from it")
+            if not create:
+                raise EmptyLibraryError(str(self.root))
+            self.make_root()
+            create_catalog(self.catalog_path)
+        return Catalog(self.catalog_path, read_only=read_only and not create)
+
+    def make_root(self) -> None:
+        """Create the library folder, owner-only."""
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CapindexError(
+                f"cannot create the library at {self.root}: {exc.strerror}; "
+                "choose another with --library DIR or CAPINDEX_HOME"
+            ) from exc
+
+    def set_aside(self) -> tuple[Path | None, Path | None]:
+        """Start over (`ingest --rebuild`, under the lock): move the catalogue aside as
+        catalog.sqlite.damaged-TIME (with its -wal and -shm files) and the Parquet mirror
+        as parquet.before-rebuild-TIME, and delete the search index (words only, rebuilt
+        from the new catalogue). Returns where each went (None: there was none)."""
+        import shutil
+
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        while any(self.root.glob(f"*.*-{stamp}*")):  # never over an earlier one
+            stamp += "b"
+        catalogue = mirror = None
+        old = self.catalog_path.with_name(f"{self.catalog_path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self.catalog_path.with_name(self.catalog_path.name + suffix)
+            if source.exists():
+                source.rename(old.with_name(old.name + suffix))
+                catalogue = old if not suffix else catalogue
+        if self.parquet_dir.exists():
+            mirror = self.root / f"parquet.before-rebuild-{stamp}"
+            self.parquet_dir.rename(mirror)
+        if self.index_dir.exists():
+            shutil.rmtree(self.index_dir)
+        return catalogue, mirror
 
     @contextmanager
     def ingest_lock(self) -> Iterator[None]:
@@ -81,8 +163,14 @@ class LibraryDir:
         """
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.make_root()
+        self.check_owner()
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise CapindexError(
+                f"cannot write to the library at {self.root} ({exc.strerror}); ingest needs "
+                "to (search, export and info work on a read-only library)") from exc
         try:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,3 +179,12 @@ class LibraryDir:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

@@ -50,7 +50,12 @@ class ParquetMirror:
         return sorted(self.directory.glob(PART_GLOB))
 
     def row_count(self) -> int:
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts())
+        """Rows in the parts that can be read (see `unreadable`)."""
+        return sum(rows for rows in map(_footer_rows, self.parts()) if rows is not None)
+
+    def unreadable(self) -> list[Path]:
+        """Parts whose footer cannot be read (damaged): the next reconcile replaces them."""
+        return [part for part in self.parts() if _footer_rows(part) is None]
 
     def read(self) -> pa.Table:
         """All rows of the mirror (for tests and `capindex info`)."""
@@ -152,6 +157,13 @@ class ParquetMirror:
         tmp = self._partial(path)
         pq.write_table(table.cast(ARROW_SCHEMA), tmp, row_group_size=self.row_group_size)
         tmp.replace(path)
+
+
+def _footer_rows(part: Path) -> int | None:
+    try:
+        return pq.ParquetFile(part).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return None
 
 
 def write_rows(writer: pq.ParquetWriter, rows: Iterable[dict], batch_size: int) -> int:

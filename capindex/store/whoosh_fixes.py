@@ -117,12 +117,18 @@ def _and_not_find_next(self):
     return moved
 
 
-def apply() -> None:
-    """Install the corrections (idempotent); CapindexError for an unknown Whoosh release."""
+def check_version() -> None:
+    """CapindexError unless the installed Whoosh is a release these corrections (and those
+    of whoosh_pickles.py) were written for."""
     if tuple(whoosh.__version__[:2]) not in WRITTEN_FOR:
         raise CapindexError(
-            f"capindex's corrections to Whoosh's matchers were written for whoosh3 3.54, but "
+            f"capindex's corrections to Whoosh were written for whoosh3 3.54, but "
             f"{whoosh.versionstring()} is installed; install it with: pip install 'whoosh3>=3.54,<3.55'")
+
+
+def apply() -> None:
+    """Install the corrections (idempotent); CapindexError for an unknown Whoosh release."""
+    check_version()
     binary.UnionMatcher.skip_to_quality = _union_skip_to_quality
     binary.IntersectionMatcher.skip_to_quality = _intersection_skip_to_quality
     binary.AndMaybeMatcher.skip_to_quality = _and_maybe_skip_to_quality
