@@ -105,12 +105,13 @@ def load_captioner(model_path: str | Path | None = None, device: str = "auto",
     """The real captioner for `model_path` (None: the shipped model), loaded when first used,
     so that an ingest with nothing to caption imports no torch. A file that cannot be a
     checkpoint fails here, at once (ModelError)."""
-    from capindex.model import DEFAULT_CHECKPOINT, checkpoint_sha256
+    from capindex.model import DEFAULT_CHECKPOINT, file_sha256, open_checkpoint
 
     path = Path(model_path or DEFAULT_CHECKPOINT)
     try:
-        weights_hash = checkpoint_sha256(path)
-        archive = zipfile.is_zipfile(path)  # what torch.save writes: a bad file fails at once
+        with open_checkpoint(path) as f:  # a regular file of a sane size, or ModelError
+            weights_hash = file_sha256(f)
+            archive = zipfile.is_zipfile(f)  # what torch.save writes: a bad file fails at once
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the model checkpoint ({exc.strerror})") from exc
     if not archive:
