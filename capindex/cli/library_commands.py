@@ -4,6 +4,7 @@ over `capindex.api.Library` (torch, pyarrow, SQLAlchemy and Whoosh load inside t
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import click
 
-from capindex.cli.common import library, library_errors
+from capindex.cli.common import DashWordsCommand, library, library_errors, printable
 from capindex.cli.progress import Progress, format_summary
 from capindex.model import PRECISIONS
+from capindex.pipeline.options import DEFAULT_MAX_FILE_SIZE
 from capindex.store.export import FORMATS, format_from_suffix
 
 # `capindex ingest` exit statuses (also in its --help)
@@ -55,11 +57,14 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
 @click.option("--recaption", is_flag=True,
               help="Caption again the images whose caption was made by another model.")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before.")
+@click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
+              default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
+              help="Files larger than this many megabytes fail without being read.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, recaption, retry_failed, quiet):
+           exclude, recaption, retry_failed, max_file_mb, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -67,7 +72,8 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     incremental: unchanged files are not read again, moved files keep their
     caption, deleted files leave the library. A file that cannot be read is
     reported as "skipping PATH: REASON", recorded with status=error and skipped
-    on later runs unless --retry-failed.
+    on later runs unless --retry-failed. A folder that cannot be read now (not
+    mounted, no permission) is reported once and its files are kept as they are.
 
     \b
     Exit status:
@@ -102,7 +108,7 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
                 paths, captioner=captioner, events=Progress(quiet),
                 should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
                 pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
-                retry_failed=retry_failed)
+                retry_failed=retry_failed, max_file_size=max_file_mb * 10**6)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
@@ -117,7 +123,13 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
 
 @contextmanager
 def _stop_on_sigint():
-    """First Ctrl-C: finish the current batch, then stop. Second: stop at once."""
+    """First Ctrl-C: finish the current batch, then stop. Second: stop at once.
+
+    At once means the process exits there and then (status 130), as after kill -9: what
+    was committed is kept and the next run repairs the rest. An exception raised from
+    the handler could land anywhere, in a DataLoader's __del__ or a cleanup, where Python
+    prints it as a traceback and goes on.
+    """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -125,7 +137,10 @@ def _stop_on_sigint():
 
     def handler(signum, frame):
         if stop.is_set():
-            raise KeyboardInterrupt
+            # (on a terminal the progress bar's line is not ended)
+            click.echo(("\n" if sys.stderr.isatty() else "") + INTERRUPTED, err=True)
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         stop.set()
         click.echo("\nstopping after the current batch (Ctrl-C again to stop now)", err=True)
 
@@ -136,25 +151,27 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-@click.command()
-@click.argument("query")
+@click.command(cls=DashWordsCommand)
+@click.argument("words", nargs=-1, required=True, metavar="QUERY")
 @click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10_000),
               help="How many results at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON array.")
 @click.pass_context
-def search(ctx, query, limit, as_json):
+def search(ctx, words, limit, as_json):
     """Find images by words in their caption, tags or file name (BM25 ranking).
 
     Any word of QUERY may match and images matching more words rank higher;
     NOT word (or -word) leaves out the images with that word; "quoted
     phrases", AND / OR and field:word (fields caption, tags, name) work too.
-    Prints rank, score, path and caption, one image a line.
+    QUERY may be one argument or several (`capindex search -cat` works; "--"
+    ends the options). Prints rank, score, path and caption, one image a line.
 
     \b
     Examples:
         capindex search "dog on a beach" --limit 5
         capindex search "dog -cat"
     """
+    query = " ".join(words)
     with library_errors():
         hits = library(ctx).search(query, limit)
     if as_json:
@@ -163,7 +180,7 @@ def search(ctx, query, limit, as_json):
     if not hits:
         click.echo(f"no images match {query!r}", err=True)
     for hit in hits:
-        click.echo(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}")
+        click.echo(printable(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}"))
 
 
 @click.command()
@@ -212,22 +229,22 @@ def info(ctx, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
-    click.echo(f"library: {report['library']}")
+    click.echo(printable(f"library: {report['library']}"))
     if not report["images"]:
         click.echo("no images yet; add some with: capindex ingest PATH")
         return
     click.echo(f"images: {report['images']} ({report['ok']} captioned, "
                f"{report['failed']} failed)")
     for model in report["models"]:
-        click.echo(f"model: {model['model_id']} (weights {str(model['weights_hash'])[:12]}): "
-                   f"{model['images']} images")
+        click.echo(printable(f"model: {model['model_id']} (weights "
+                             f"{str(model['weights_hash'])[:12]}): {model['images']} images"))
     click.echo(f"last ingest: {report['last_ingest']}")
     click.echo(f"parquet: {report['parquet_rows']} rows in {report['parquet_files']} files")
     click.echo(f"search index: {report['index_documents']} documents")
     if report["failures"]:
         click.echo(f"failures (first {len(report['failures'])}; see capindex export):")
         for failure in report["failures"]:
-            click.echo(f"  {failure['path']}: {failure['error']}")
+            click.echo(printable(f"  {failure['path']}: {failure['error']}"))
 
 
 LIBRARY_COMMANDS = (ingest, search, export, info)
