@@ -91,6 +91,25 @@ class DatasetError(CapindexError):
     """A training or evaluation dataset folder is missing a part or malformed."""
 
 
+class UnusableFile(OSError):
+    """A file that is refused before it is read: not a regular file (a FIFO, a device),
+    too large, or empty. The message is the REASON of `skipping PATH: REASON`."""
+
+
+def byte_size(count: int) -> str:
+    """A file size for messages: `3,000 MB`, `1.7 MB`, `700 bytes`."""
+    if count < 10**6:
+        return f"{count:,} bytes"
+    if count % 10**6 == 0:
+        return f"{count // 10**6:,} MB"
+    return f"{count / 1e6:,.1f} MB"
+
+
+def too_large(size: int, limit: int, what: str = "file") -> str:
+    """The reason given for a file over a size limit (checked before it is read)."""
+    return f"{what} too large ({byte_size(size)}; the limit is {byte_size(limit)})"
+
+
 def describe_failure(exc: BaseException) -> str:
     """Why one file could not be captioned, in a few words (the REASON of `skipping PATH: REASON`)."""
     import errno
@@ -98,6 +117,8 @@ def describe_failure(exc: BaseException) -> str:
 
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(exc, UnusableFile):
+        return str(exc)
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"

@@ -20,6 +20,7 @@ import capindex.pipeline.supervise as supervise
 from capindex.errors import DecodeWorkerDied
 
 RUNNER = Path(__file__).with_name("run_fake_ingest.py")
+REPO = Path(__file__).resolve().parent.parent  # the subprocess runs this checkout's code
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
 
@@ -84,10 +85,10 @@ def test_exif_metadata_is_recorded(cli, bad_inputs, capindex_home):
 def test_failed_files_are_skipped_until_retried(cli, photos, capindex_home, monkeypatch):
     real_read = decode.read_file
 
-    def flaky(path):
+    def flaky(path, *limits):
         if path.endswith("red.jpg"):
             raise PermissionError(13, "Permission denied", path)
-        return real_read(path)
+        return real_read(path, *limits)
 
     monkeypatch.setattr(decode, "read_file", flaky)
     result = cli("ingest", photos, "--workers", "0")
@@ -146,8 +147,8 @@ def _run_without_root_powers(args: list[str], library: Path) -> tuple[int, str]:
     proc = subprocess.run(
         [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", sys.executable, str(RUNNER),
          "0", "1024", *args],
-        capture_output=True, text=True, env={**os.environ, "CAPINDEX_HOME": str(library)},
-        timeout=120)
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CAPINDEX_HOME": str(library), "PYTHONPATH": str(REPO)})
     if proc.returncode != 3 and "setpriv" in proc.stderr:
         pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
     return proc.returncode, proc.stderr
@@ -157,10 +158,10 @@ def _crash_on(names: tuple[str, ...]):
     """A read_file that kills its decode worker, as a crashing native decoder would."""
     real_read = decode.read_file
 
-    def read(path):
+    def read(path, *limits):
         if path.endswith(names):
             os.kill(os.getpid(), signal.SIGSEGV)
-        return real_read(path)
+        return real_read(path, *limits)
 
     return read
 
@@ -250,10 +251,10 @@ def _decode_all(paths: list[str], read, **limits) -> dict[int, decode.Decoded]:
 def test_a_file_that_hangs_its_worker_is_stopped_and_fails_alone(monkeypatch):
     paths = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
 
-    def read(path):
+    def read(path, *limits):
         if path == paths[1]:
             time.sleep(20)  # a decoder caught in a loop (for longer than the limit)
-        return decode.read_file(path)
+        return decode.read_file(path, *limits)
 
     monkeypatch.setattr(supervise, "_CHECK_EVERY", 0.2)
     items = _decode_all(paths, read, file_time_limit=1.0)
@@ -265,10 +266,10 @@ def test_a_file_that_hangs_its_worker_is_stopped_and_fails_alone(monkeypatch):
 def test_a_slow_file_under_the_time_limit_is_waited_for(monkeypatch):
     paths = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
 
-    def read(path):
+    def read(path, *limits):
         if path == paths[1]:
             time.sleep(1.0)  # five checks pass while it is read
-        return decode.read_file(path)
+        return decode.read_file(path, *limits)
 
     monkeypatch.setattr(supervise, "_CHECK_EVERY", 0.2)
     items = _decode_all(paths, read, file_time_limit=30.0)

@@ -109,7 +109,7 @@ def test_a_model_that_fails_to_load_mid_run_keeps_the_moves_already_written(
 
 def test_unchanged_files_are_not_opened(cli, photos, ingested, capindex_home, fake, monkeypatch):
     opened = []
-    monkeypatch.setattr(decode, "read_file", lambda path: opened.append(path))
+    monkeypatch.setattr(decode, "read_file", lambda path, *limits: opened.append(path))
     result = cli("ingest", photos, "--workers", "0")
     assert result.exit_code == 0
     assert summary_line(result).startswith("0 new, 4 unchanged, 0 moved, 0 failed; 0 captioned")

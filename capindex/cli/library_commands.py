@@ -4,6 +4,7 @@ over `capindex.api.Library` (torch, pyarrow, SQLAlchemy and Whoosh load inside t
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import click
 
-from capindex.cli.common import library, library_errors
+from capindex.cli.common import DashWordsCommand, library, library_errors, printable
 from capindex.cli.progress import Progress, format_summary
 from capindex.model import PRECISIONS
+from capindex.pipeline.options import DEFAULT_MAX_FILE_SIZE
 from capindex.search.modes import SEARCH_MODES
 from capindex.store.export import FORMATS, format_from_suffix
 
@@ -63,11 +65,14 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
               help="Start over from the files (for a damaged catalogue): move the catalogue "
                    "aside as catalog.sqlite.damaged-TIME and its Parquet mirror as "
                    "parquet.before-rebuild-TIME (both kept), then caption every file again.")
+@click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
+              default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
+              help="Files larger than this many megabytes fail without being read.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, objects, recaption, retry_failed, rebuild, quiet):
+           exclude, objects, recaption, retry_failed, rebuild, max_file_mb, quiet):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -77,7 +82,9 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
     reported as "skipping PATH: REASON", recorded with status=error and skipped
     on later runs unless --retry-failed. A damaged or missing search index or
     Parquet mirror is rebuilt from the catalogue; a damaged catalogue stops the
-    run (restore it, or start over with --rebuild).
+    run (restore it, or start over with --rebuild). A folder that cannot be
+    read now (not mounted, no permission) is reported once and its files are
+    kept as they are.
 
     \b
     Exit status:
@@ -114,7 +121,7 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
                 events=Progress(quiet),
                 should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
                 pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
-                retry_failed=retry_failed, rebuild=rebuild)
+                retry_failed=retry_failed, rebuild=rebuild, max_file_size=max_file_mb * 10**6)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
@@ -129,7 +136,13 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
 
 @contextmanager
 def _stop_on_sigint():
-    """First Ctrl-C: finish the current batch, then stop. Second: stop at once."""
+    """First Ctrl-C: finish the current batch, then stop. Second: stop at once.
+
+    At once means the process exits there and then (status 130), as after kill -9: what
+    was committed is kept and the next run repairs the rest. An exception raised from
+    the handler could land anywhere, in a DataLoader's __del__ or a cleanup, where Python
+    prints it as a traceback and goes on.
+    """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -137,7 +150,10 @@ def _stop_on_sigint():
 
     def handler(signum, frame):
         if stop.is_set():
-            raise KeyboardInterrupt
+            # (on a terminal the progress bar's line is not ended)
+            click.echo(("\n" if sys.stderr.isatty() else "") + INTERRUPTED, err=True)
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         stop.set()
         click.echo("\nstopping after the current batch (Ctrl-C again to stop now)", err=True)
 
@@ -148,8 +164,8 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-@click.command()
-@click.argument("query", required=False, default="")
+@click.command(cls=DashWordsCommand)
+@click.argument("words", nargs=-1, metavar="QUERY")
 @click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10_000),
               help="How many results at most.")
 @click.option("--mode", default="hybrid", show_default=True, type=click.Choice(SEARCH_MODES),
@@ -162,7 +178,7 @@ def _stop_on_sigint():
               help="Print the results as a JSON array (with each hit's keyword and vector "
                    "scores).")
 @click.pass_context
-def search(ctx, query, limit, mode, like, as_json):
+def search(ctx, words, limit, mode, like, as_json):
     """Find images by what they show: words in their caption, detected objects, tags or
     file name (BM25), fused with search by meaning.
 
@@ -172,7 +188,8 @@ def search(ctx, query, limit, mode, like, as_json):
     ("a toddler splashes in a fountain"). NOT word (or -word) leaves out the
     images with that word; "quoted phrases", AND / OR and field:word (fields
     caption, alt, objects, tags, words, name) work too. Prints rank, score,
-    path and caption, one image a line.
+    path and caption, one image a line. QUERY may be one argument or several
+    (`capindex search -cat` works; "--" ends the options).
 
     \b
     Examples:
@@ -180,6 +197,7 @@ def search(ctx, query, limit, mode, like, as_json):
         capindex search "dog -cat"
         capindex search --like holiday/IMG_2041.jpg
     """
+    query = " ".join(words)
     if not query and not like:
         raise click.UsageError("give a QUERY, or --like PHOTO")
     notes: list[str] = []
@@ -193,7 +211,7 @@ def search(ctx, query, limit, mode, like, as_json):
     if not hits:
         click.echo(f"no images match {query!r}", err=True)
     for hit in hits:
-        click.echo(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}")
+        click.echo(printable(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}"))
 
 
 @click.command()
@@ -242,15 +260,15 @@ def info(ctx, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
-    click.echo(f"library: {report['library']}")
+    click.echo(printable(f"library: {report['library']}"))
     if not report["images"]:
         click.echo("no images yet; add some with: capindex ingest PATH")
         return
     click.echo(f"images: {report['images']} ({report['ok']} captioned, "
                f"{report['failed']} failed)")
     for model in report["models"]:
-        click.echo(f"model: {model['model_id']} (weights {str(model['weights_hash'])[:12]}): "
-                   f"{model['images']} images")
+        click.echo(printable(f"model: {model['model_id']} (weights "
+                             f"{str(model['weights_hash'])[:12]}): {model['images']} images"))
     click.echo(f"last ingest: {report['last_ingest']}")
     damaged = report["parquet_unreadable"]
     click.echo(f"parquet: {report['parquet_rows']} rows in {report['parquet_files']} files"
@@ -264,7 +282,7 @@ def info(ctx, as_json):
     if report["failures"]:
         click.echo(f"failures (first {len(report['failures'])}; see capindex export):")
         for failure in report["failures"]:
-            click.echo(f"  {failure['path']}: {failure['error']}")
+            click.echo(printable(f"  {failure['path']}: {failure['error']}"))
 
 
 LIBRARY_COMMANDS = (ingest, search, export, info)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from capindex.cli.common import printable
 from capindex.errors import CapindexError, describe_failure
+from capindex.pipeline.options import DEFAULT_MAX_FILE_SIZE
 
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
@@ -36,33 +38,39 @@ def _model_option(f):
 @click.option("--device", default="auto", show_default=True, type=DEVICES,
               help="Where the model runs: auto picks cuda when available.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def caption(images, model_path, beam_size, device, as_json):
+@click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
+              default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
+              help="Files larger than this many megabytes are skipped without being read.")
+def caption(images, model_path, beam_size, device, as_json, max_file_mb):
     """Print a caption for each IMAGE.
+
+    Files are read and decoded as `capindex ingest` does: the same size and
+    pixel limits, only regular files.
 
     Example: capindex caption sample_images/chelsea.jpg --json
     """
     from capindex.model.captioner import Captioner
-    from capindex.model.preprocess import image_tensor
+    from capindex.pipeline.decode import load_image
 
     try:
         captioner = Captioner.load(model_path, device=device, beam_size=beam_size)
     except CapindexError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(printable(str(exc))) from exc
     failed = 0
     for path in images:
         try:
-            tensor = image_tensor(path)
+            _, pixels = load_image(str(path), max_file_mb * 10**6)  # uint8 (3, 224, 224)
         except Exception as exc:  # PIL and the OS raise many kinds for a bad file
-            click.echo(f"skipping {path}: {describe_failure(exc)}", err=True)
+            click.echo(printable(f"skipping {path}: {describe_failure(exc)}"), err=True)
             failed += 1
             continue
-        (result,) = captioner.caption_batch(tensor.unsqueeze(0))
+        (result,) = captioner.caption_batch(pixels.unsqueeze(0))
         if as_json:
             click.echo(json.dumps({"path": str(path), "caption": result.text,
                                    "score": round(result.score, 4),
                                    "tags": [{"label": label, "p": p} for label, p in result.tags]}))
         else:
-            click.echo(f"{path}\t{result.text}")
+            click.echo(f"{printable(str(path))}\t{result.text}")
     sys.exit(1 if failed else 0)
 
 
@@ -111,7 +119,7 @@ def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout,
                               work_dir or out.parent / f"{out.stem}.work", resume=resume,
                               log=lambda m: click.echo(m, err=True))
     except (CapindexError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(printable(str(exc))) from exc
     click.echo(f"best validation CIDEr-D {result['best_cider']:.3f} after {result['epochs']} "
                f"epochs; checkpoint: {out}")
 
@@ -148,7 +156,7 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
         dataset = read_dataset(data_dir, holdout=holdout, seed=seed)
         result = run_evaluation(captioner, dataset, split, cache_dir or _default_cache_dir())
     except CapindexError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(printable(str(exc))) from exc
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from capindex.cli.common import printable
+
 
 class Progress:
     """Ingest events -> a tqdm bar (images/s) and `skipping` lines, on stderr."""
@@ -35,6 +37,7 @@ class Progress:
         self._line(f"note: {text}")
 
     def _line(self, line: str) -> None:
+        line = printable(line)
         if self.bar is not None and not self.bar.disable:
             self.bar.write(line, file=sys.stderr)
         else:

@@ -3,8 +3,14 @@ loads the model only when there is something to caption."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
+
+from capindex.errors import ModelError, too_large
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
 # The text-image embedding (model/embedding.py) whose vectors ingest stores and search reads,
@@ -24,9 +30,50 @@ GRID = 7  # INPUT_SIZE / 32
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+# A checkpoint file larger than this is refused before it is read. The shipped one is 10 MB;
+# a decoder 20 times its size is still far below. Its archive members, which torch may
+# inflate, are held to the same total (`checkpoint.load_checkpoint`).
+MAX_CHECKPOINT_BYTES = 10**9
+
+
+def open_checkpoint(path: str | Path) -> BinaryIO:
+    """`path` open for reading, once it is known to be a regular file of at most
+    MAX_CHECKPOINT_BYTES; else ModelError, without reading it (a FIFO would block,
+    /dev/zero never end). Checked on the open file, opened non-blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise ModelError(f"{path}: no such model checkpoint") from exc
+        raise ModelError(f"{path}: cannot read the model checkpoint "
+                         f"({(exc.strerror or str(exc)).lower()})") from exc
+    f = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file"
+    elif info.st_size > MAX_CHECKPOINT_BYTES:
+        problem = too_large(info.st_size, MAX_CHECKPOINT_BYTES, "model checkpoint")
+    if problem:
+        f.close()
+        raise ModelError(f"{path}: {problem}")
+    os.set_blocking(fd, True)
+    return f
+
+
+def file_sha256(f: BinaryIO) -> str:
+    """The SHA-256 of what is left to read in `f`, read in blocks."""
+    digest = hashlib.sha256()
+    while block := f.read(1 << 20):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def checkpoint_sha256(path: str | Path) -> str:
-    """The `weights_hash` a caption records: the SHA-256 of its checkpoint file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The `weights_hash` a caption records: the SHA-256 of its checkpoint file
+    (ModelError for a file `open_checkpoint` refuses)."""
+    with open_checkpoint(path) as f:
+        return file_sha256(f)
 
 
 def embedding_id(path: str | Path | None = None) -> str | None:

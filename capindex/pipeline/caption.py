@@ -120,13 +120,14 @@ def load_captioner(model_path: str | Path | None = None, device: str = "auto",
     so that an ingest with nothing to caption imports no torch. A file that cannot be a
     checkpoint fails here, at once (ModelError). `embedding`: each caption also carries the
     image's vector from the shipped text-image embedding (for search by meaning)."""
-    from capindex.model import DEFAULT_CHECKPOINT, DEFAULT_EMBEDDING, checkpoint_sha256
+    from capindex.model import DEFAULT_CHECKPOINT, DEFAULT_EMBEDDING, file_sha256, open_checkpoint
     from capindex.model import embedding_id as id_of_embedding
 
     path = Path(model_path or DEFAULT_CHECKPOINT)
     try:
-        weights_hash = checkpoint_sha256(path)
-        archive = zipfile.is_zipfile(path)  # what torch.save writes: a bad file fails at once
+        with open_checkpoint(path) as f:  # a regular file of a sane size, or ModelError
+            weights_hash = file_sha256(f)
+            archive = zipfile.is_zipfile(f)  # what torch.save writes: a bad file fails at once
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the model checkpoint ({exc.strerror})") from exc
     if not archive:

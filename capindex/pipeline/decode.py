@@ -7,6 +7,10 @@ RGB), so hashing and decoding overlap with the model running in the main
 process. A file whose content is already captioned (a moved file) is hashed but
 not decoded. A file that cannot be read becomes an item with `error` set; it
 never stops the batch. (A file that kills or hangs its worker: `supervise.py`.)
+
+Only regular files are opened (a FIFO would block, a device never end), and no more
+than the size limit is read. `capindex caption` reads and decodes by the same rules
+(`load_image`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import io
 import os
 import signal
+import stat
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from capindex.errors import describe_failure
+from capindex.errors import UnusableFile, describe_failure, too_large
 from capindex.model.allocator import default_thresholds
 from capindex.model.preprocess import prepare
 
@@ -62,20 +67,54 @@ class DecodedBatch:
         return self
 
 
-def read_file(path: str) -> tuple[bytes, os.stat_result]:
-    """The file's bytes and its stat, taken from the same open file."""
-    with open(path, "rb") as f:
-        return f.read(), os.fstat(f.fileno())
+def read_file(path: str, max_size: int | None = None) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and its stat, taken from the same open file.
+
+    Raises UnusableFile, without reading, for anything but a regular file (checked
+    before opening, and again on the open file, opened non-blocking so that a FIFO
+    put there meanwhile cannot block) and for a file over `max_size` bytes (also when
+    it grows past it while being read).
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UnusableFile("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnusableFile("not a regular file")
+        os.set_blocking(fd, True)
+        if max_size is None:
+            return f.read(), info
+        if info.st_size > max_size:
+            raise UnusableFile(too_large(info.st_size, max_size))
+        data = f.read(max_size + 1)
+        if len(data) > max_size:
+            raise UnusableFile(too_large(max(len(data), os.fstat(fd).st_size), max_size))
+        return data, info
+
+
+def load_image(path: str, max_size: int | None = None) -> tuple[dict, torch.Tensor]:
+    """One file -> (header metadata, uint8 pixels (3, 224, 224)), by the ingest's rules:
+    `read_file`'s, no empty file, `decode_image`'s. Raises what they raise."""
+    data, _ = read_file(path, max_size)
+    if not data:
+        raise UnusableFile("empty file")
+    return decode_image(data)
 
 
 class DecodeDataset(Dataset):
-    """paths[i] -> (Decoded, uint8 pixels (3, 224, 224) or None)."""
+    """paths[i] -> (Decoded, uint8 pixels (3, 224, 224) or None).
+
+    `read(path, max_size)` defaults to `read_file`; `max_file_size` None reads any size.
+    """
 
     def __init__(self, paths: Sequence[str], reuse_hashes: frozenset[str] = frozenset(),
-                 read: Callable[[str], tuple[bytes, os.stat_result]] | None = None) -> None:
+                 read: Callable[[str, int | None], tuple[bytes, os.stat_result]] | None = None,
+                 max_file_size: int | None = None) -> None:
         self.paths = list(paths)
         self.reuse_hashes = reuse_hashes
         self.read = read or read_file  # looked up now, so tests can patch the module's read_file
+        self.max_file_size = max_file_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -83,7 +122,7 @@ class DecodeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Decoded, torch.Tensor | None]:
         item = Decoded(index)
         try:
-            data, info = self.read(self.paths[index])
+            data, info = self.read(self.paths[index], self.max_file_size)
         except OSError as exc:
             item.error = describe_failure(exc)
             return item, None
@@ -110,9 +149,11 @@ def decode_image(data: bytes) -> tuple[dict, torch.Tensor]:
     The image is opened once: the header gives the metadata, then
     `capindex.model.preprocess.prepare` decodes the same open image (reduced-size
     for JPEGs), exactly as `load_pixels` would. Pillow's DecompressionBombWarning
-    (more than MAX_IMAGE_PIXELS) is an error here.
+    (more than MAX_IMAGE_PIXELS) is an error here; its other warnings (damaged EXIF
+    and the like, on stderr without a file name) are silenced: metadata is best-effort.
     """
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as img:  # header only; pixels are decoded by prepare
             meta = image_metadata(img)

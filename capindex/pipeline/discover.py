@@ -3,6 +3,12 @@
 Only `os.scandir` and `stat` here: no file is opened, so an unchanged library
 re-scans fast. Problems found on the way (a broken symlink, a symlink loop, a
 directory that cannot be listed) come out as `Found` entries with `error` set.
+
+A folder that cannot be read right now (it cannot be listed or entered, its link's
+target is missing, or a PATH itself cannot be reached) comes out as one entry with
+`is_dir` set: the files catalogued under it are left as they are, since nothing says
+they are gone. Each file and folder is found once per run, under the first path
+that reaches it (symlinks and hard links to it are skipped).
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ class Found:
     size: int | None = None
     mtime_ns: int | None = None
     error: str | None = None  # set when the file (or directory) cannot be used
-    is_dir: bool = False  # an unreadable directory: its catalogued files are left alone
+    is_dir: bool = False  # a directory that cannot be read: its catalogued files are left alone
+    # A link (not named as an image) that cannot be followed: a folder only if the
+    # catalogue holds files under it (`plan_ingest` decides); else it is no image.
+    maybe_dir: bool = False
 
 
 def catalog_path(path: str) -> str:
@@ -45,16 +54,17 @@ def discover(roots: Iterable[str], exclude: Sequence[str] = ()) -> Iterator[Foun
 
     Skipped: names starting with "." and anything matching an `exclude` glob
     (tested on the name and on the path relative to its root). Directory
-    symlinks are followed, each directory at most once, so loops end.
+    symlinks are followed, each directory at most once, so loops end; a file
+    reached again (by a symlink or a hard link: same device and inode) is skipped.
     """
     seen: set[str] = set()
-    visited: set[tuple[int, int]] = set()
+    visited: set[int] = set()  # `_identity` of the directories and files found
     for root in roots:
         root = os.path.abspath(root)
         try:
             info = os.stat(root)
-        except OSError as exc:
-            found = _failed(root, exc)
+        except OSError as exc:  # a PATH that cannot be reached now: keep what is under it
+            found = _unreachable(root, exc)
         else:
             if stat.S_ISDIR(info.st_mode):
                 for found in _walk(root, exclude, visited):
@@ -62,8 +72,8 @@ def discover(roots: Iterable[str], exclude: Sequence[str] = ()) -> Iterator[Foun
                         seen.add(found.key)
                         yield found
                 continue
-            found = _file(root, info)  # a file named explicitly: any extension
-        if found.key not in seen:
+            found = _file(root, info, visited)  # a file named explicitly: any extension
+        if found is not None and found.key not in seen:
             seen.add(found.key)
             yield found
 
@@ -83,10 +93,14 @@ def _walk(root: str, exclude: Sequence[str], visited: set) -> Iterator[Found]:
             continue
         if entry.name.startswith(".") or _excluded(entry.path, root, exclude):
             continue
+        image_name = os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
         try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = False  # a symlink loop: reported below if it has an image name
+            is_dir = entry.is_dir()  # follows a symlink; a missing target is False
+        except OSError as exc:  # a link that cannot be followed (loop, no permission...)
+            if not image_name:
+                yield _unreachable(entry.path, exc, maybe_dir=True)
+                continue
+            is_dir = False  # reported below
         if is_dir:
             listing = _list(entry.path, visited)
             if isinstance(listing, Found):
@@ -94,27 +108,36 @@ def _walk(root: str, exclude: Sequence[str], visited: set) -> Iterator[Found]:
             elif listing:
                 stack.append(iter(listing))
             continue
-        if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+        if not image_name:
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                # Perhaps a folder on a drive that is not mounted: see Found.maybe_dir.
+                yield Found(entry.path, catalog_path(entry.path), error="target missing",
+                            is_dir=True, maybe_dir=True)
             continue
         try:
             info = os.stat(entry.path)
         except OSError as exc:
             yield _failed(entry.path, exc)
         else:
-            yield _file(entry.path, info)
+            found = _file(entry.path, info, visited)
+            if found is not None:
+                yield found
 
 
 def _list(directory: str, visited: set) -> list[os.DirEntry] | Found:
-    """A directory's entries sorted by name; [] when already walked; a Found on error."""
+    """A directory's entries sorted by name; [] when already walked; a Found when it
+    cannot be listed, or listed but not entered (no search permission)."""
     try:
-        info = os.stat(directory)
-        if (info.st_dev, info.st_ino) in visited:
+        # Through "." the kernel checks that the directory can be entered, which
+        # listing it does not: without that, each file in it would fail on its own.
+        info = os.stat(os.path.join(directory, "."))
+        if _identity(info) in visited:
             return []  # reached again through a symlink
-        visited.add((info.st_dev, info.st_ino))
+        visited.add(_identity(info))
         with os.scandir(directory) as it:
             return sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        return Found(directory, catalog_path(directory), error=describe_failure(exc), is_dir=True)
+        return _unreachable(directory, exc)
 
 
 def _excluded(path: str, root: str, patterns: Sequence[str]) -> bool:
@@ -125,11 +148,20 @@ def _excluded(path: str, root: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch(name, p) or fnmatch(relative, p) for p in patterns)
 
 
-def _file(path: str, info: os.stat_result) -> Found:
+def _file(path: str, info: os.stat_result, visited: set) -> Found | None:
+    """The entry for a file; None when this run found it already under another path."""
     key = catalog_path(path)
     if not stat.S_ISREG(info.st_mode):
         return Found(path, key, error="not a regular file")
+    if _identity(info) in visited:
+        return None  # a symlink or hard link to a file found already
+    visited.add(_identity(info))
     return Found(path, key, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def _identity(info: os.stat_result) -> int:
+    """Device and inode as one int: a set of a million takes 70 MB, of tuples 122 MB."""
+    return info.st_dev << 64 | info.st_ino
 
 
 def _failed(path: str, exc: OSError) -> Found:
@@ -138,3 +170,12 @@ def _failed(path: str, exc: OSError) -> Found:
     else:
         reason = describe_failure(exc)
     return Found(path, catalog_path(path), error=reason)
+
+
+def _unreachable(path: str, exc: OSError, maybe_dir: bool = False) -> Found:
+    """A folder (or PATH) that cannot be read now: its catalogued files are left alone."""
+    if exc.errno == errno.ENOENT:
+        reason = "target missing" if os.path.islink(path) else "not found"
+    else:
+        reason = describe_failure(exc)
+    return Found(path, catalog_path(path), error=reason, is_dir=True, maybe_dir=maybe_dir)

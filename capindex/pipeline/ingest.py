@@ -135,7 +135,8 @@ def _run(plan: Plan, captioner: CaptionerLike, detector: DeferredDetector | None
             events.notice(cut)
         from capindex.pipeline.decode import DecodeDataset
 
-        dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes)
+        dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes,
+                                max_file_size=options.max_file_size)
         for batch in decode_loader(dataset, options):
             sinks.write(_batch_changes(batch, plan, model, detector, relocations, events))
             events.advance(len(batch.items))

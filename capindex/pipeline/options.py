@@ -8,6 +8,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+# Bytes: a larger file fails without being read (`--max-file-size`). An 8-bit RGBA image at
+# the pixel limit (120 MP, preprocess.MAX_PIXELS) stored uncompressed is 480 MB, so for
+# 8-bit images the pixel limit decides; a larger file (a 16-bit scan, or junk named .jpg:
+# a 3 GB file was once read whole before it was found not to be an image) costs each decode
+# worker that much memory first.
+DEFAULT_MAX_FILE_SIZE = 500 * 10**6
+
 
 @dataclass
 class IngestOptions:
@@ -19,6 +26,7 @@ class IngestOptions:
     recaption: bool = False
     retry_failed: bool = False
     rebuild: bool = False  # start over: set the catalogue and its mirror aside (LibraryDir.set_aside)
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE  # bytes; a larger file fails without being read
     prefetch_batches: int = 2  # batches each worker keeps decoded ahead of the model
     worker_priority: int = 0  # nice increment of the decode workers (set by tuned_options)
 

@@ -6,21 +6,28 @@ and stat() (no file is opened).
   only with --recaption);
 - otherwise it is a task: read and hashed, then captioned unless its content is
   already catalogued (a moved, renamed or touched file: `reuse_hashes`);
+- a file over `options.max_file_size` fails without being opened;
 - a catalogued file under the given paths that is no longer found is an orphan:
   deleted at the end of the run, unless it turns out to have moved (not after an
-  interrupted run, and not under a directory that could not be listed).
+  interrupted run). Deletion only follows a listing that succeeded and lacks the
+  file: under a folder or PATH that cannot be read now (not listed, not entered,
+  a link whose target is missing) every row is kept as it is, and the folder is
+  reported once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from capindex.errors import too_large
 from capindex.pipeline.discover import Found, catalog_path, is_under
 from capindex.pipeline.options import IngestOptions
 from capindex.pipeline.report import Events, Summary
 from capindex.store.catalog import FileState
+
+TOO_LARGE = "file too large ("  # how `errors.too_large` starts the reason of a file over the limit
 
 
 @dataclass
@@ -56,29 +63,36 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
     unlisted: list[str] = []  # directories that could not be read
     for entry in found:
         if entry.is_dir:
+            if entry.maybe_dir and not any(is_under(key, entry.key) for key in states):
+                continue  # a link that cannot be followed, with nothing catalogued under it
             events.skipped(entry.key, entry.error)
             unlisted.append(entry.key)
             summary.failed += 1
             continue
         seen.add(entry.key)
         old = states.get(entry.key)
+        unchanged = old is not None and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns)
+        oversize = not entry.error and entry.size > options.max_file_size
+        if oversize and not (unchanged and old.status == "ok"):  # a row already good stays
+            entry = replace(entry, error=too_large(entry.size, options.max_file_size))
         if entry.error:
             if old and old.status == "error" and old.error == entry.error and not options.retry_failed:
                 summary.previously_failed += 1
             else:
                 plan.failures.append(entry)
             continue
-        if old is None or (old.size, old.mtime_ns) != (entry.size, entry.mtime_ns):
+        if not unchanged:
             plan.tasks.append(Task(entry, "changed" if old else "new", old))
         elif old.status != "ok":
-            if options.retry_failed:
+            # Refused by size before, under the limit now: what failed it no longer holds.
+            if options.retry_failed or (old.error or "").startswith(TOO_LARGE):
                 plan.tasks.append(Task(entry, "retry", old))
             else:
                 summary.previously_failed += 1
-        elif old.weights_hash != weights_hash and options.recaption:
+        elif old.weights_hash != weights_hash and options.recaption and not oversize:
             plan.tasks.append(Task(entry, "recaption", old))
-        elif ((detector_id and old.detector_id != detector_id)
-              or (embedding_id and old.embedding_model != embedding_id)):
+        elif not oversize and ((detector_id and old.detector_id != detector_id)
+                               or (embedding_id and old.embedding_model != embedding_id)):
             plan.tasks.append(Task(entry, "enrich", old))
             summary.other_model += old.weights_hash != weights_hash
         else:
