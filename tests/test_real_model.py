@@ -47,6 +47,18 @@ def test_ingest_then_search_with_the_shipped_model(samples, capindex_home):
     found = [hit["path"] for hit in json.loads(result.stdout)]
     assert path in found[:3], (word, path, found)
 
+    # Words the captions lack: detected objects, ImageNet tags and their WordNet words
+    # (the cat is captioned as a dog; the espresso as a bird).
+    for query, photo in [("cat", "chelsea.jpg"), ("animal", "chelsea.jpg"), ("pet", "chelsea.jpg"),
+                         ("coffee", "coffee.jpg"), ("cup", "coffee.jpg")]:
+        result = CliRunner().invoke(main, ["search", query, "--json", "--mode", "keyword"])
+        assert result.exit_code == 0, result.output
+        first = json.loads(result.stdout)[0]
+        assert Path(first["path"]).name == photo, (query, first)
+    cat = rows[str(samples / "chelsea.jpg")]
+    assert "cat" in {o["label"] for o in cat["objects"]} and cat["detector_id"]
+    assert cat["alt_captions"] and cat["caption"] not in cat["alt_captions"]
+
 
 def test_a_run_with_nothing_to_caption_loads_no_model(samples, capindex_home):
     result = CliRunner().invoke(main, ["ingest", str(samples), "--device", "cpu", "--workers", "0"])

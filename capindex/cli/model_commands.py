@@ -185,24 +185,28 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
                    "default: a temporary one.")
 @click.option("--max-caption-queries", type=click.IntRange(1),
               help="Score only the first N caption queries (default: all).")
+@click.option("--signals", is_flag=True,
+              help="Score each search signal in turn (keyword fields one by one, semantic, "
+                   "hybrid) instead of the default search only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate_search(data_dir, split, holdout, seed, model_path, device, library_dir,
-                    max_caption_queries, as_json):
+                    max_caption_queries, signals, as_json):
     """Score search on a dataset split: word precision@10 and recall@50 for a fixed list of
     words, and R@1/5/10 and median rank of each human caption's image.
 
     Example: capindex evaluate-search --data ../shared/datasets/flickr8k
     """
     from capindex.training.datasets import read_dataset
+    from capindex.training.search_eval import SIGNAL_STEPS, format_report
     from capindex.training.search_eval import evaluate_search as run
-    from capindex.training.search_eval import format_report
 
     def ingest(library, paths):
         return library.ingest(paths, model=model_path, device=device)
 
     try:
         dataset = read_dataset(data_dir, holdout=holdout, seed=seed)
-        result = run(dataset, split, library_dir, ingest, max_caption_queries=max_caption_queries,
+        result = run(dataset, split, library_dir, ingest, SIGNAL_STEPS if signals else None,
+                     max_caption_queries=max_caption_queries,
                      log=lambda m: click.echo(m, err=True))
     except CapindexError as exc:
         raise click.ClickException(str(exc)) from exc
