@@ -1,0 +1,176 @@
+"""Image side of search by meaning: the captioner's encoder outputs -> MiniLM's text space.
+
+The image embedding takes only what the captioner already computes at ingest
+(the feature grid and the ImageNet logits), so no second CNN pass. A query is
+embedded by the frozen MiniLM text encoder (text_encoder.py), then by this
+model's optional text adapter (`embed_query`); the two sides meet by cosine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from capindex.errors import ModelError
+
+FORMAT = "capindex-embedding-v1"
+DEFAULT_EMBEDDING = Path(__file__).resolve().parent.parent / "weights" / "embedding.pt"
+
+
+@dataclass
+class EmbeddingConfig:
+    grid_dim: int = 1280  # channels of the encoder's feature grid
+    classes: int = 1000  # ImageNet logits
+    dim: int = 384  # the text space (MiniLM)
+    hidden: int = 1024  # the MLP's hidden width
+    pooling: str = "mean"  # "mean" | "attention" (learned multi-head pooling over the 49 cells)
+    heads: int = 8  # attention pooling heads (each pools grid_dim / heads channels)
+    use_probs: bool = True  # feed the ImageNet probabilities beside the pooled grid
+    dropout: float = 0.0  # on the MLP's input and hidden layer
+    text_adapter: bool = False  # residual linear on the (frozen) text embeddings
+    init_temperature: float = 0.07
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EmbeddingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class AttentionPool(nn.Module):
+    """Multi-head pooling over grid cells with learned queries.
+
+    Zero-initialised scores: it starts as mean pooling and learns where to look.
+    """
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{channels} channels do not split into {heads} heads")
+        self.heads = heads
+        self.norm = nn.LayerNorm(channels)
+        self.score = nn.Linear(channels, heads)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        b, cells, c = grid.shape
+        alpha = self.score(self.norm(grid)).softmax(dim=1)  # (B, cells, heads)
+        values = grid.view(b, cells, self.heads, c // self.heads)  # (B, cells, heads, c/heads)
+        pooled = (alpha.unsqueeze(-1) * values).sum(dim=1)  # (B, heads, c/heads)
+        return pooled.reshape(b, c)  # (B, c)
+
+
+class EmbeddingNet(nn.Module):
+    """grid (B, 49, 1280) + logits (B, 1000) -> unit vectors (B, 384); text adapter (N, 384)."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pool = AttentionPool(config.grid_dim, config.heads) if config.pooling == "attention" else None
+        if config.pooling not in ("mean", "attention"):
+            raise ValueError(f"unknown pooling {config.pooling!r}")
+        width = config.grid_dim + (config.classes if config.use_probs else 0)
+        self.mlp = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.GELU(),
+            nn.Dropout(config.dropout), nn.Linear(config.hidden, config.dim))
+        self.adapter = nn.Linear(config.dim, config.dim) if config.text_adapter else None
+        if self.adapter is not None:
+            nn.init.zeros_(self.adapter.weight)  # starts as the identity
+            nn.init.zeros_(self.adapter.bias)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
+
+    def pooled(self, grid: torch.Tensor) -> torch.Tensor:
+        """(B, 49, 1280) -> (B, 1280)."""
+        grid = grid.float()
+        return self.pool(grid) if self.pool is not None else grid.mean(dim=1)
+
+    def image_from_pooled(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        parts = [pooled]
+        if self.config.use_probs:
+            parts.append(logits.float().softmax(dim=-1))  # (B, 1000)
+        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, 384)
+
+    def forward(self, grid: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self.image_from_pooled(self.pooled(grid), logits)
+
+    def text(self, vectors: torch.Tensor) -> torch.Tensor:
+        """MiniLM vectors (N, 384) -> the search space (N, 384); identity without an adapter."""
+        vectors = vectors.float()
+        if self.adapter is None:
+            return vectors
+        return F.normalize(vectors + self.adapter(vectors), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+
+
+def save_embedding(path: str | Path, net: EmbeddingNet, provenance: dict, half: bool = True) -> None:
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu().clone()
+             for k, v in net.state_dict().items()}
+    payload = {"format": FORMAT, "config": net.config.to_dict(), "state_dict": state,
+               "provenance": provenance}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_embedding(path: str | Path) -> tuple[EmbeddingNet, dict]:
+    """Rebuild the network (fp32, eval mode) and its provenance from a checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such embedding checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a capindex embedding checkpoint")
+    net = EmbeddingNet(EmbeddingConfig.from_dict(payload["config"]))
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                         for k, v in payload["state_dict"].items()})
+    return net.eval(), payload.get("provenance", {})
+
+
+class ImageEmbedder:
+    """The trained embedding on one device: what ingest and search call."""
+
+    def __init__(self, net: EmbeddingNet, provenance: dict, weights_hash: str,
+                 device: torch.device) -> None:
+        self.net = net
+        self.provenance = provenance
+        self.weights_hash = weights_hash
+        self.device = device
+        self.model_id = provenance.get("model_id", "capindex-embedding")
+        self.text_model_id = provenance.get("text_model", "all-MiniLM-L6-v2")
+        self.dim = net.config.dim
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "ImageEmbedder":
+        """Load a checkpoint (the shipped embedding.pt when None) onto `device`."""
+        from capindex.model import checkpoint_sha256
+
+        path = Path(path) if path else DEFAULT_EMBEDDING
+        net, provenance = load_embedding(path)
+        dev = torch.device(device)
+        return cls(net.to(dev), provenance, checkpoint_sha256(path), dev)
+
+    @torch.inference_mode()
+    def embed(self, grid: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """grid (B, 49, 1280) + logits (B, 1000) -> unit vectors (B, 384) float32 on the CPU."""
+        out = self.net(grid.to(self.device), logits.to(self.device))
+        return out.float().cpu()
+
+    @torch.inference_mode()
+    def embed_query(self, text_vectors: torch.Tensor) -> torch.Tensor:
+        """TextEncoder vectors (N, 384) -> unit query vectors (N, 384) float32 on the CPU."""
+        return self.net.text(text_vectors.to(self.device)).float().cpu()

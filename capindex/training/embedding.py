@@ -1,0 +1,283 @@
+"""Train the image side of search by meaning against frozen MiniLM caption embeddings.
+
+Symmetric InfoNCE with in-batch negatives and a learned temperature, on cached
+encoder features and cached caption embeddings; early-stopped on the first
+dataset's val split (text -> image R@10). `prepare_data` once, then `fit` as often
+as an experiment needs; `train_embedding` does both and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from capindex.model.embedding import EmbeddingConfig, EmbeddingNet, save_embedding
+from capindex.model.encoder import ENCODER_ID, Encoder, weights_sha256
+from capindex.model.text_encoder import TEXT_MODEL_ID, TextEncoder
+from capindex.training.datasets import CaptionDataset
+from capindex.training.features import cached_features
+from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
+from capindex.training.text_features import cached_text_embeddings
+
+
+@dataclass
+class EmbeddingTrainConfig:
+    epochs: int = 8  # most epochs (early stopping may end sooner)
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    captions_per_image: int = 1  # passes over the images per epoch, each with another caption
+    centroid_weight: float = 0.0  # auxiliary InfoNCE against the mean of an image's captions
+    hard_batches: float = 0.0  # share of passes whose batches hold images of one cluster
+    clusters: int = 32  # k-means clusters of caption centroids, for hard batches
+    patience: int = 2  # epochs without a better val R@10 before stopping
+    seed: int = 0
+    model: dict = field(default_factory=dict)  # overrides of EmbeddingConfig fields
+
+
+@dataclass
+class ValSplit:
+    name: str
+    images: torch.Tensor  # (I,) indices into EmbeddingData's image rows
+    captions: torch.Tensor  # (Q,) indices into EmbeddingData.text
+    targets: torch.Tensor  # (Q,) position of each caption's image within `images`
+
+
+@dataclass
+class EmbeddingData:
+    """Everything training reads, one row per image / caption of every dataset."""
+
+    grids: torch.Tensor  # (images, 49, 1280) fp16
+    pooled: torch.Tensor  # (images, 1280) float32: grid mean
+    logits: torch.Tensor  # (images, 1000) float32: ImageNet logits
+    text: torch.Tensor  # (captions, 384) float32 unit MiniLM vectors
+    caption_image: torch.Tensor  # (captions,) image row of each caption
+    train_images: torch.Tensor  # (T,) image rows of every dataset's train split
+    val: list[ValSplit]
+    data: list[dict]  # provenance: dataset names and sizes
+    timings: dict  # seconds spent on image features and text embeddings
+
+    def captions_of(self) -> list[torch.Tensor]:
+        """Caption indices of each image row."""
+        order = torch.argsort(self.caption_image, stable=True)
+        counts = torch.bincount(self.caption_image, minlength=len(self.pooled)).tolist()
+        return list(order.split(counts))
+
+    def centroids(self) -> torch.Tensor:
+        """(images, 384) unit mean of each image's caption vectors."""
+        sums = torch.zeros(len(self.pooled), self.text.shape[1])
+        sums.index_add_(0, self.caption_image, self.text)
+        return F.normalize(sums, dim=-1)
+
+
+def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
+                 log: Callable[[str], None] = print) -> EmbeddingData:
+    """Encoder grids + logits of every image and MiniLM vectors of every caption (both cached)."""
+    encoder: list[Encoder] = []  # built only when features or logits are needed
+    text_encoder: list[TextEncoder] = []
+
+    def encoder_factory() -> Encoder:
+        if not encoder:
+            encoder.append(Encoder().to(memory_format=torch.channels_last))
+        return encoder[0]
+
+    def text_factory() -> TextEncoder:
+        if not text_encoder:
+            text_encoder.append(TextEncoder.load())
+        return text_encoder[0]
+
+    grids, text_vectors, texts, caption_image, train, val, data = [], [], [], [], [], [], []
+    image_seconds = text_seconds = 0.0
+    for ds in datasets:
+        names = sorted(ds.captions)  # the captioning trainer's order: one shared cache
+        start = time.perf_counter()
+        feats = cached_features(ds.image_dir, names, cache_dir, encoder_factory)
+        image_seconds += time.perf_counter() - start
+        offset = sum(len(g) for g in grids)
+        rows = {n: offset + i for i, n in enumerate(names)}
+        grids.append(torch.stack([feats[n] for n in names]))  # (n, 49, 1280) fp16
+        del feats
+        first_caption = len(texts)
+        for n in names:
+            texts += ds.captions[n]
+            caption_image += [rows[n]] * len(ds.captions[n])
+        start = time.perf_counter()
+        vectors = cached_text_embeddings(texts[first_caption:], cache_dir, text_factory,
+                                         label=f"{ds.name}-captions")
+        text_seconds += time.perf_counter() - start
+        text_vectors.append(vectors)
+        train += [rows[n] for n in ds.train]
+        if ds.val:
+            val_rows = [rows[n] for n in ds.val]
+            position = {r: i for i, r in enumerate(val_rows)}
+            caps = [c for c in range(first_caption, len(texts)) if caption_image[c] in position]
+            val.append(ValSplit(ds.name, torch.tensor(val_rows), torch.tensor(caps),
+                                torch.tensor([position[caption_image[c]] for c in caps])))
+        data.append({"name": ds.name, "train_images": len(ds.train), "val_images": len(ds.val),
+                     "captions": len(texts) - first_caption})
+        log(f"{ds.name}: {len(names)} images, {len(texts) - first_caption} captions")
+    grid = torch.cat(grids)  # (images, 49, 1280) fp16
+    pooled = torch.cat([g.float().mean(dim=1) for g in grid.split(1024)])  # (images, 1280)
+    with torch.no_grad():  # the classifier head on the grid mean, as Encoder.forward does
+        fc = encoder_factory().net._fc
+        logits = torch.cat([fc(p) for p in pooled.split(1024)])  # (images, 1000)
+    encoder.clear()
+    return EmbeddingData(grid, pooled, logits, torch.cat(text_vectors).float(),
+                         torch.tensor(caption_image), torch.tensor(train), val, data,
+                         {"image_features_s": round(image_seconds, 1),
+                          "text_embeddings_s": round(text_seconds, 1)})
+
+
+def _info_nce(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over matching rows: images (B, D), texts (B, D)."""
+    logits = scale * images @ texts.T  # (B, B)
+    labels = torch.arange(len(images))
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def _image_vectors(net: EmbeddingNet, data: EmbeddingData, rows: torch.Tensor) -> torch.Tensor:
+    if net.config.pooling == "mean":  # the grid mean is precomputed: same numbers, faster
+        return net.image_from_pooled(data.pooled[rows], data.logits[rows])
+    return net(data.grids[rows].float(), data.logits[rows])
+
+
+@torch.no_grad()
+def evaluate(net: EmbeddingNet, data: EmbeddingData, split: ValSplit) -> dict:
+    """Text -> image retrieval of every caption of `split` over its images."""
+    net.eval()
+    images = torch.cat([_image_vectors(net, data, rows) for rows in split.images.split(256)])
+    queries = net.text(data.text[split.captions])
+    return retrieval_scores(text_to_image_ranks(queries, images, split.targets))
+
+
+def _kmeans(vectors: torch.Tensor, k: int, generator: torch.Generator, steps: int = 20) -> torch.Tensor:
+    """Spherical k-means cluster of each unit row vector."""
+    centres = vectors[torch.randperm(len(vectors), generator=generator)[:k]].clone()
+    for _ in range(steps):
+        assign = (vectors @ centres.T).argmax(dim=1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, vectors)
+        centres = F.normalize(sums, dim=-1)
+    return assign
+
+
+def _epoch_pairs(images: torch.Tensor, captions_of: list[torch.Tensor], config: EmbeddingTrainConfig,
+                 clusters: torch.Tensor | None, generator: torch.Generator) -> list[tuple]:
+    """(image rows, caption indices) batches of one epoch; no image twice in a batch."""
+    batches = []
+    choice = {int(r): captions_of[int(r)][torch.randperm(len(captions_of[int(r)]), generator=generator)]
+              for r in images}
+    for p in range(config.captions_per_image):
+        order = images[torch.randperm(len(images), generator=generator)]
+        hard = clusters is not None and torch.rand((), generator=generator) < config.hard_batches
+        if hard:  # whole clusters in a row: a batch holds similar images
+            rank = torch.randperm(int(clusters.max()) + 1, generator=generator)[clusters[order]]
+            order = order[torch.argsort(rank, stable=True)]
+        caps = torch.stack([choice[int(r)][p % len(choice[int(r)])] for r in order])
+        for rows, cs in zip(order.split(config.batch_size), caps.split(config.batch_size)):
+            if len(rows) > 1:
+                batches.append((rows, cs))
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
+        log: Callable[[str], None] = print) -> tuple[EmbeddingNet, dict]:
+    """Train; return the network of the best epoch (by first val split's R@10) and a report."""
+    torch.manual_seed(config.seed)
+    net = EmbeddingNet(EmbeddingConfig(**config.model))
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    captions_of = data.captions_of()
+    centroids = data.centroids() if config.centroid_weight or config.hard_batches else None
+    clusters = None
+    if config.hard_batches:
+        clusters = torch.full((len(data.pooled),), -1, dtype=torch.long)
+        clusters[data.train_images] = _kmeans(centroids[data.train_images], config.clusters, generator)
+    best, best_key, best_state, stale, history = None, (-math.inf,), None, 0, []
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        total, steps = 0.0, 0
+        for rows, caps in _epoch_pairs(data.train_images, captions_of, config, clusters, generator):
+            images = _image_vectors(net, data, rows)  # (B, 384)
+            scale = net.scale()
+            loss = _info_nce(images, net.text(data.text[caps]), scale)
+            if config.centroid_weight:
+                loss = loss + config.centroid_weight * _info_nce(images, net.text(centroids[rows]), scale)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        scores = {split.name: evaluate(net, data, split) for split in data.val}
+        primary = scores[data.val[0].name]
+        history.append({"epoch": epoch, "loss": round(total / max(steps, 1), 4),
+                        "temperature": round(1 / float(net.scale().detach()), 4), "val": scores})
+        log(f"epoch {epoch}: loss {total / max(steps, 1):.3f}  " + "  ".join(
+            f"{name} R@1 {s['R@1']:.3f} R@5 {s['R@5']:.3f} R@10 {s['R@10']:.3f} "
+            f"medr {s['median_rank']:g}" for name, s in scores.items()))
+        key = (primary["R@10"], primary["R@5"], primary["R@1"])
+        if key > best_key:
+            best_key, best, stale = key, {"epoch": epoch, "val": scores}, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    net.load_state_dict(best_state)
+    return net.eval(), {"best": best, "history": history,
+                        "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def train_embedding(datasets: list[CaptionDataset], out_path: str | Path,
+                    config: EmbeddingTrainConfig, cache_dir: str | Path,
+                    log: Callable[[str], None] = print, command: str | None = None) -> dict:
+    """Prepare features, train, write the best epoch's checkpoint to `out_path`; the report."""
+    data = prepare_data(datasets, Path(cache_dir), log)
+    net, report = fit(data, config, log)
+    provenance = {
+        "model_id": f"capindex-embedding-{dt.date.today():%Y%m%d}",
+        "text_model": TEXT_MODEL_ID,
+        "encoder": ENCODER_ID, "encoder_sha256": weights_sha256(),
+        "data": data.data,
+        "epochs": report["best"]["epoch"],
+        "val": report["best"]["val"],
+        "train_config": asdict(config),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "torch": str(torch.__version__),
+    }
+    save_embedding(out_path, net, provenance)
+    return {**report, "timings": {**data.timings, "train_s": report["train_seconds"]},
+            "out": str(out_path)}
+
+
+def train_embedding_from_dirs(data_dirs: list[str | Path], out: str | Path,
+                              epochs: int | None = None, batch_size: int | None = None,
+                              lr: float | None = None, patience: int | None = None, seed: int = 0,
+                              holdout: int = 200, cache_dir: str | Path | None = None,
+                              log: Callable[[str], None] = print, command: str | None = None) -> dict:
+    """What `capindex train-embedding --data DIR [--data DIR ...] --out FILE` runs: the
+    shipped recipe (EmbeddingTrainConfig's defaults) with `capindex train`'s options;
+    None keeps a default. The first dataset's val split drives early stopping."""
+    from capindex.training.datasets import read_dataset
+
+    overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                   "patience": patience}.items() if v is not None}
+    config = EmbeddingTrainConfig(seed=seed, **overrides)
+    if cache_dir is None:
+        from platformdirs import user_cache_dir
+
+        cache_dir = Path(user_cache_dir("capindex")) / "features"
+    datasets = [read_dataset(d, holdout=holdout, seed=seed) for d in data_dirs]
+    return train_embedding(datasets, out, config, cache_dir, log, command)

@@ -1,0 +1,147 @@
+"""Search by meaning: the offline MiniLM text encoder, the image embedding checkpoint,
+the shipped embedding on the sample photos, and a tiny training run."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from capindex.errors import ModelError
+from capindex.model.embedding import (DEFAULT_EMBEDDING, EmbeddingConfig, EmbeddingNet,
+                                      ImageEmbedder, save_embedding)
+from capindex.model.text_encoder import TEXT_DIM, TextEncoder
+from capindex.training.embedding import EmbeddingData, EmbeddingTrainConfig, ValSplit, fit
+from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+
+
+@pytest.fixture(scope="module")
+def text_encoder() -> TextEncoder:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+
+        def no_network(*args, **kwargs):
+            raise OSError("network disabled in this test")
+
+        mp.setattr(socket, "socket", no_network)
+        mp.setattr(socket, "create_connection", no_network)
+        return TextEncoder.load()
+
+
+def test_text_encoder_offline_normalised_and_meaningful(text_encoder):
+    v = text_encoder.encode(["a dog runs on the beach", "a puppy running on sand", "a plate of food"])
+    assert v.shape == (3, TEXT_DIM) and v.dtype == torch.float32
+    assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+    sims = v @ v.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    assert text_encoder.model_id == "all-MiniLM-L6-v2"
+
+
+def test_text_encoder_lower_cases_and_batches_in_order(text_encoder):
+    texts = ["A Cup Of Coffee", "a cup of coffee", "two children play football in a park", "x"]
+    batched = text_encoder.encode(texts)
+    alone = torch.cat([text_encoder.encode([t]) for t in texts])
+    assert torch.allclose(batched, alone, atol=1e-5)  # padding does not change a vector
+    assert torch.allclose(batched[0], batched[1], atol=1e-6)
+    assert text_encoder.encode([]).shape == (0, TEXT_DIM)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = EmbeddingNet(EmbeddingConfig(pooling="attention", heads=4, hidden=32, text_adapter=True))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # non-trivial adapter and pooling
+    path = tmp_path / "e.pt"
+    save_embedding(path, net, {"model_id": "test-embedding", "text_model": "all-MiniLM-L6-v2"})
+    embedder = ImageEmbedder.load(path)
+    assert embedder.model_id == "test-embedding" and embedder.text_model_id == "all-MiniLM-L6-v2"
+    assert len(embedder.weights_hash) == 64
+    grid, logits = torch.rand(3, 49, 1280), torch.randn(3, 1000)
+    out = embedder.embed(grid, logits)
+    assert out.shape == (3, 384) and out.dtype == torch.float32
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+    net.half().float()  # the checkpoint keeps fp16 weights
+    assert torch.allclose(out, net.eval()(grid, logits), atol=1e-5)
+    queries = torch.nn.functional.normalize(torch.randn(2, 384), dim=-1)
+    adapted = embedder.embed_query(queries)
+    assert torch.allclose(adapted.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(adapted, queries, atol=1e-3)
+
+
+def test_bad_checkpoint_is_a_model_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": "something-else"}, bad)
+    with pytest.raises(ModelError):
+        ImageEmbedder.load(bad)
+    with pytest.raises(ModelError):
+        ImageEmbedder.load(tmp_path / "missing.pt")
+
+
+def test_retrieval_ranks():
+    images = torch.eye(3)
+    queries = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 0, 1.0]])
+    ranks = text_to_image_ranks(queries, images, torch.tensor([0, 1, 2]))
+    assert ranks.tolist() == [1, 2, 1]
+    scores = retrieval_scores(ranks)
+    assert scores["R@1"] == pytest.approx(2 / 3, abs=1e-3) and scores["median_rank"] == 1
+
+
+@pytest.fixture(scope="module")
+def sample_features():
+    from capindex.model.captioner import Captioner
+    from capindex.model.preprocess import load_pixels
+
+    names = ["chelsea", "coffee", "astronaut", "rocket", "camera"]
+    captioner = Captioner.load(device="cpu")
+    pixels = torch.stack([load_pixels(SAMPLES / f"{n}.jpg") for n in names])
+    grid, logits = captioner.encode(pixels)
+    return names, grid, logits
+
+
+def test_shipped_embedding_finds_the_sample_photos(text_encoder, sample_features):
+    names, grid, logits = sample_features
+    embedder = ImageEmbedder.load()
+    assert embedder.weights_hash and DEFAULT_EMBEDDING.stat().st_size < 10 * 2**20
+    images = embedder.embed(grid, logits)  # (5, 384)
+    assert torch.allclose(images.norm(dim=1), torch.ones(5), atol=1e-5)
+    queries = {"a cat": "chelsea", "a cup of coffee": "coffee"}
+    vectors = embedder.embed_query(text_encoder.encode(list(queries)))
+    best = (vectors @ images.T).argmax(dim=1).tolist()
+    assert [names[i] for i in best] == list(queries.values())
+
+
+def _synthetic_data(images: int = 96, seed: int = 0) -> EmbeddingData:
+    """Captions whose vectors are a fixed random map of their image's pooled grid."""
+    g = torch.Generator().manual_seed(seed)
+    grids = (2 * torch.rand(images, 1, 1280, generator=g)
+             + 0.2 * torch.rand(images, 49, 1280, generator=g)).half()  # distinct images
+    pooled = grids.float().mean(dim=1)
+    logits = torch.randn(images, 1000, generator=g)
+    mix = torch.randn(1280, 384, generator=g)
+    centred = pooled - pooled.mean(dim=0)
+    caption_image = torch.arange(images).repeat_interleave(2)  # two captions an image
+    text = centred[caption_image] @ mix + 0.5 * torch.randn(2 * images, 384, generator=g)
+    text = torch.nn.functional.normalize(text, dim=-1)
+    val = torch.arange(images - 16, images)
+    caps = torch.arange(2 * (images - 16), 2 * images)
+    return EmbeddingData(grids, pooled, logits, text, caption_image, torch.arange(images - 16),
+                         [ValSplit("synthetic", val, caps, caption_image[caps] - (images - 16))],
+                         [{"name": "synthetic"}], {})
+
+
+@pytest.mark.parametrize("model", [{"hidden": 64}, {"hidden": 64, "pooling": "attention",
+                                                    "heads": 4, "text_adapter": True}])
+def test_tiny_training_lowers_the_loss(model):
+    torch.set_num_threads(2)
+    data = _synthetic_data()
+    config = EmbeddingTrainConfig(epochs=6, batch_size=16, lr=3e-3, captions_per_image=2,
+                                  centroid_weight=0.5, patience=10, model=model)
+    net, report = fit(data, config, log=lambda m: None)
+    losses = [h["loss"] for h in report["history"]]
+    assert losses[-1] < 0.8 * losses[0]
+    assert report["best"]["val"]["synthetic"]["R@5"] > 5 / 16  # better than chance
