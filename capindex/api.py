@@ -119,4 +119,16 @@ class Library:
             problem = "missing"
         report["index_documents"] = 0 if problem else index.doc_count()
         report["index_problem"] = problem
+        report["vectors"], report["vector_model"] = _vector_counts(self.dir)
         return report
+
+
+def _vector_counts(library: LibraryDir) -> tuple[int | None, str | None]:
+    """(vectors in the vector index, its embedding's id); (None, None) when it is damaged."""
+    from capindex.store.vectors import VectorIndex, VectorIndexDamaged
+
+    vectors = VectorIndex(library.vectors_dir)
+    try:
+        return vectors.count(), vectors.model_id()
+    except VectorIndexDamaged:
+        return None, None

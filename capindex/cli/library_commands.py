@@ -279,6 +279,10 @@ def info(ctx, as_json):
                    "ingest on your photo folders to rebuild it from the catalogue")
     else:
         click.echo(f"search index: {report['index_documents']} documents")
+    if report["vectors"] is None:
+        click.echo("vector index: damaged; the next capindex ingest rebuilds it")
+    elif report["vectors"]:
+        click.echo(f"vector index: {report['vectors']} images ({report['vector_model']})")
     if report["failures"]:
         click.echo(f"failures (first {len(report['failures'])}; see capindex export):")
         for failure in report["failures"]:

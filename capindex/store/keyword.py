@@ -391,9 +391,22 @@ class KeywordIndex:
             raise exc
         raise IndexDamaged(str(self.directory), problem) from exc
 
+    def excluded_ids(self, text: str) -> set[int]:
+        """The ids of the documents `text` excludes (NOT word, -word): other kinds of search
+        leave them out too."""
+        from whoosh.query import AndNot, Not
+
+        ix = whoosh_index.open_dir(str(self.directory))
+        query = parse_query(text, ix.schema)
+        negative = (query.b if isinstance(query, AndNot)
+                    else query.query if isinstance(query, Not) else None)
+        if negative is None:
+            return set()
+        with ix.searcher() as searcher:
+            return {int(searcher.stored_fields(n)["id"]) for n in searcher.docs_for_query(negative)}
+
 
 _UNRECORDED = "unrecorded"  # the writer's record is missing or not for this commit
-
 
 def _names(directory: Path) -> list[str]:
     try:
@@ -415,21 +428,6 @@ def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-    def excluded_ids(self, text: str) -> set[int]:
-        """The ids of the documents `text` excludes (NOT word, -word): other kinds of search
-        leave them out too."""
-        from whoosh.query import AndNot, Not
-
-        ix = whoosh_index.open_dir(str(self.directory))
-        query = parse_query(text, ix.schema)
-        negative = (query.b if isinstance(query, AndNot)
-                    else query.query if isinstance(query, Not) else None)
-        if negative is None:
-            return set()
-        with ix.searcher() as searcher:
-            return {int(searcher.stored_fields(n)["id"]) for n in searcher.docs_for_query(negative)}
 
 
 class TieSkippingCollector(TopCollector):
