@@ -167,6 +167,47 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
     click.echo(f"  decoding {result['decode_images_per_s']} images/s (decoder only)")
 
 
+@click.command("train-embedding")
+@click.option("--data", "data_dirs", multiple=True, required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Dataset folder (images/, captions.csv, optional train.txt/val.txt). "
+                   "Repeat for several; the first one's val split drives early stopping.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the best checkpoint.")
+@click.option("--epochs", type=click.IntRange(1), help="Most epochs (default: the recipe's).")
+@click.option("--batch-size", type=click.IntRange(2), help="Images per step (default: the recipe's).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True),
+              help="AdamW learning rate (default: the recipe's).")
+@click.option("--patience", type=click.IntRange(1),
+              help="Stop after this many epochs without a better val R@10.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of batch order, dropout, initial weights and hold-out choice.")
+@click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
+              help="Validation images held out of a dataset that has no split files.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where encoder features and caption vectors are cached (default: the user "
+                   "cache dir).")
+def train_embedding(data_dirs, out, epochs, batch_size, lr, patience, seed, holdout, cache_dir):
+    """Train the image side of search by meaning (into MiniLM's text space) on datasets.
+
+    Example: capindex train-embedding --data ../shared/datasets/flickr8k
+    --data ../shared/datasets/coco-1997 --out embedding.pt
+    """
+    import shlex
+
+    from capindex.training.embedding import train_embedding_from_dirs
+
+    try:
+        report = train_embedding_from_dirs(
+            list(data_dirs), out, epochs, batch_size, lr, patience, seed, holdout,
+            cache_dir or _default_cache_dir(), log=lambda m: click.echo(m, err=True),
+            command="capindex " + shlex.join(sys.argv[1:]))
+    except (CapindexError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({k: report[k] for k in ("best", "timings", "out") if k in report},
+                          indent=1, default=str))
+
+
 @click.command("evaluate-search")
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -213,4 +254,4 @@ def evaluate_search(data_dir, split, holdout, seed, model_path, device, library_
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
-MODEL_COMMANDS = (caption, train, evaluate, evaluate_search)
+MODEL_COMMANDS = (caption, train, evaluate, train_embedding, evaluate_search)
