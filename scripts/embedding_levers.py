@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda m: print(m, file=sys.stderr, flush=True)
     datasets = [read_dataset(d, holdout=200, seed=0) for d in args.data]
     start = time.perf_counter()
     data = prepare_data(datasets, args.cache_dir, log)

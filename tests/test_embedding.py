@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from capindex.errors import ModelError
-from capindex.model.embedding import (DEFAULT_EMBEDDING, EmbeddingConfig, EmbeddingNet,
-                                      ImageEmbedder, save_embedding)
+from capindex.model.embedding import (
+    DEFAULT_EMBEDDING,
+    EmbeddingConfig,
+    EmbeddingNet,
+    ImageEmbedder,
+    save_embedding,
+)
 from capindex.model.text_encoder import TEXT_DIM, TextEncoder
 from capindex.training.embedding import EmbeddingData, EmbeddingTrainConfig, ValSplit, fit
 from capindex.training.retrieval import retrieval_scores, text_to_image_ranks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import capindex
-from capindex.search.ranking import fuse
+from capindex.search.ranking import SENTENCE_SHARE, SHORT_QUERY_SHARE, fuse, fuse_scores, semantic_share
 from capindex.search.semantic import meaning_text
 
 
@@ -18,6 +18,22 @@ def test_fusion_ranks_by_summed_reciprocal_ranks():
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 63)
     weighted = fuse(keyword, semantic, keyword_weight=0.0, semantic_weight=1.0)
     assert [i for i, _ in weighted][:3] == [3, 4, 1]
+
+
+def test_score_fusion_mixes_cosine_and_scaled_bm25():
+    keyword = [(1, 10.0), (2, 5.0)]
+    semantic = [(2, 0.6), (3, 0.5)]
+    fused = dict(fuse_scores(keyword, semantic, 0.5))
+    assert fused[1] == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)  # missing cosine: the lowest, 0.5
+    assert fused[2] == pytest.approx(0.5 * 0.6 + 0.5 * 0.5)
+    assert fused[3] == pytest.approx(0.5 * 0.5 + 0.5 * 0.5)  # missing BM25: the lowest, 0.5
+    assert [i for i, _ in fuse_scores(keyword, semantic, 1.0)] == [2, 1, 3]
+
+
+def test_short_queries_lean_on_words_and_sentences_on_meaning():
+    assert semantic_share("dog") == semantic_share("black dog -cat") == SHORT_QUERY_SHARE
+    assert semantic_share("a dog runs on the beach") == SENTENCE_SHARE
+    assert SHORT_QUERY_SHARE < SENTENCE_SHARE
 
 
 def test_meaning_text_drops_exclusions_and_syntax():

@@ -39,7 +39,7 @@ class EmbeddingConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EmbeddingConfig":
+    def from_dict(cls, data: dict) -> EmbeddingConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -155,7 +155,7 @@ class ImageEmbedder:
         self.dim = net.config.dim
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "ImageEmbedder":
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> ImageEmbedder:
         """Load a checkpoint (the shipped embedding.pt when None) onto `device`."""
         from capindex.model import checkpoint_sha256
 

