@@ -32,6 +32,7 @@ class EmbeddingConfig:
     heads: int = 8  # attention pooling heads (each pools grid_dim / heads channels)
     use_probs: bool = True  # feed the ImageNet probabilities beside the pooled grid
     dropout: float = 0.0  # on the MLP's input and hidden layer
+    norm_input: bool = False  # LayerNorm on the pooled grid before the MLP
     text_adapter: bool = False  # residual linear on the (frozen) text embeddings
     init_temperature: float = 0.07
 
@@ -77,6 +78,7 @@ class EmbeddingNet(nn.Module):
         self.pool = AttentionPool(config.grid_dim, config.heads) if config.pooling == "attention" else None
         if config.pooling not in ("mean", "attention"):
             raise ValueError(f"unknown pooling {config.pooling!r}")
+        self.norm = nn.LayerNorm(config.grid_dim) if config.norm_input else None
         width = config.grid_dim + (config.classes if config.use_probs else 0)
         self.mlp = nn.Sequential(
             nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.GELU(),
@@ -93,7 +95,7 @@ class EmbeddingNet(nn.Module):
         return self.pool(grid) if self.pool is not None else grid.mean(dim=1)
 
     def image_from_pooled(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        parts = [pooled]
+        parts = [self.norm(pooled) if self.norm is not None else pooled]
         if self.config.use_probs:
             parts.append(logits.float().softmax(dim=-1))  # (B, 1000)
         return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, 384)

@@ -28,19 +28,25 @@ from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
 from capindex.training.text_features import cached_text_embeddings
 
 
+def _shipped_model() -> dict:
+    return {"dropout": 0.5, "text_adapter": True}
+
+
 @dataclass
 class EmbeddingTrainConfig:
+    """Defaults = the shipped recipe (docs/embedding.md has the lever study behind it)."""
+
     epochs: int = 8  # most epochs (early stopping may end sooner)
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
-    captions_per_image: int = 1  # passes over the images per epoch, each with another caption
-    centroid_weight: float = 0.0  # auxiliary InfoNCE against the mean of an image's captions
+    captions_per_image: int = 5  # passes over the images per epoch, each with another caption
+    centroid_weight: float = 0.5  # auxiliary InfoNCE against the mean of an image's captions
     hard_batches: float = 0.0  # share of passes whose batches hold images of one cluster
     clusters: int = 32  # k-means clusters of caption centroids, for hard batches
     patience: int = 2  # epochs without a better val R@10 before stopping
     seed: int = 0
-    model: dict = field(default_factory=dict)  # overrides of EmbeddingConfig fields
+    model: dict = field(default_factory=_shipped_model)  # overrides of EmbeddingConfig fields
 
 
 @dataclass
