@@ -146,7 +146,7 @@ def test_tiny_training_lowers_the_loss(model):
     data = _synthetic_data()
     config = EmbeddingTrainConfig(epochs=6, batch_size=16, lr=3e-3, captions_per_image=2,
                                   centroid_weight=0.5, patience=10, model=model)
-    net, report = fit(data, config, log=lambda m: None)
+    _net, report = fit(data, config, log=lambda m: None)
     losses = [h["loss"] for h in report["history"]]
     assert losses[-1] < 0.8 * losses[0]
     assert report["best"]["val"]["synthetic"]["R@5"] > 5 / 16  # better than chance

@@ -109,9 +109,9 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
     the library has no vectors (a line in `notes` says why, when that is not expected).
     `boosts`: the keyword index's field weights and `fusion`: {semantic_share, depth, or
     method "rrf" with keyword_weight, semantic_weight, k}, for evaluation. Raises
-    QuerySyntaxError for a malformed query, EmptyLibraryError when nothing has been captioned yet, IndexDamaged when the
-    keyword index is missing or cannot be read (the next ingest rebuilds it), and the
-    catalogue's errors (CatalogDamaged, ...).
+    QuerySyntaxError for a malformed query, EmptyLibraryError when nothing has been
+    captioned yet, IndexDamaged when the keyword index is missing or cannot be read (the
+    next ingest rebuilds it), and the catalogue's errors (CatalogDamaged, ...).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
