@@ -74,13 +74,19 @@ def caption(images, model_path, beam_size, device, as_json, max_file_mb):
     sys.exit(1 if failed else 0)
 
 
+def _training_data_options(f):
+    """--data (repeatable) and --out, as `train` and `train-embedding` take them."""
+    f = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                     help="Where to write the best checkpoint.")(f)
+    return click.option("--data", "data_dirs", multiple=True, required=True,
+                        type=click.Path(file_okay=False, exists=True, path_type=Path),
+                        help="Dataset folder (images/, captions.csv, optional train.txt/"
+                             "val.txt). Repeat for several; the first one's val split drives "
+                             "early stopping.")(f)
+
+
 @click.command()
-@click.option("--data", "data_dirs", multiple=True, required=True,
-              type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Dataset folder (images/, captions.csv, optional train.txt/val.txt). "
-                   "Repeat for several; the first one's val split drives early stopping.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the best checkpoint.")
+@_training_data_options
 @click.option("--cell", default="gru", show_default=True, type=click.Choice(["gru", "lstm", "rnn"]),
               help="Recurrent cell of the decoder.")
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
@@ -168,12 +174,7 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
 
 
 @click.command("train-embedding")
-@click.option("--data", "data_dirs", multiple=True, required=True,
-              type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Dataset folder (images/, captions.csv, optional train.txt/val.txt). "
-                   "Repeat for several; the first one's val split drives early stopping.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the best checkpoint.")
+@_training_data_options
 @click.option("--epochs", type=click.IntRange(1), help="Most epochs (default: the recipe's).")
 @click.option("--batch-size", type=click.IntRange(2), help="Images per step (default: the recipe's).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True),
