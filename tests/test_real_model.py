@@ -59,6 +59,15 @@ def test_ingest_then_search_with_the_shipped_model(samples, capindex_home):
     assert "cat" in {o["label"] for o in cat["objects"]} and cat["detector_id"]
     assert cat["alt_captions"] and cat["caption"] not in cat["alt_captions"]
 
+    # By meaning, and by likeness to a photo (its stored vector), with the shipped embedding.
+    assert cat["embedding"] and cat["embedding_model"].startswith("embedding@")
+    for args in (["a cat", "--mode", "semantic"], ["--like", str(samples / "chelsea.jpg")]):
+        result = CliRunner().invoke(main, ["search", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        first = json.loads(result.stdout)[0]
+        assert Path(first["path"]).name == "chelsea.jpg", (args, first)
+        assert first["vector_score"] > 0.3
+
 
 def test_a_run_with_nothing_to_caption_loads_no_model(samples, capindex_home):
     result = CliRunner().invoke(main, ["ingest", str(samples), "--device", "cpu", "--workers", "0"])
