@@ -74,6 +74,15 @@ def caption(images, model_path, beam_size, device, as_json, max_file_mb):
     sys.exit(1 if failed else 0)
 
 
+def _seed_options(f):
+    """--seed and --holdout, as `train` and `train-embedding` take them."""
+    f = click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
+                     help="Validation images held out of a dataset that has no split files.")(f)
+    return click.option("--seed", default=0, show_default=True, type=int,
+                        help="Seed of batch order, dropout, initial weights and hold-out "
+                             "choice.")(f)
+
+
 def _training_data_options(f):
     """--data (repeatable) and --out, as `train` and `train-embedding` take them."""
     f = click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -97,10 +106,7 @@ def _training_data_options(f):
               help="Adam learning rate; halved whenever validation CIDEr-D does not improve.")
 @click.option("--patience", default=3, show_default=True, type=click.IntRange(1),
               help="Stop after this many epochs without a better validation CIDEr-D.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of batch order, dropout, initial weights and hold-out choice.")
-@click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
-              help="Validation images held out of a dataset that has no split files.")
+@_seed_options
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where encoder features are cached (default: the user cache dir).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -181,10 +187,7 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
               help="AdamW learning rate (default: the recipe's).")
 @click.option("--patience", type=click.IntRange(1),
               help="Stop after this many epochs without a better val R@10.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of batch order, dropout, initial weights and hold-out choice.")
-@click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
-              help="Validation images held out of a dataset that has no split files.")
+@_seed_options
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where encoder features and caption vectors are cached (default: the user "
                    "cache dir).")

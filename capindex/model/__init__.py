@@ -82,4 +82,9 @@ def embedding_id(path: str | Path | None = None) -> str | None:
     path = Path(path or DEFAULT_EMBEDDING)
     if not path.is_file():
         return None
-    return f"{path.stem}@{checkpoint_sha256(path)[:12]}"
+    return name_embedding(path, checkpoint_sha256(path))
+
+
+def name_embedding(path: str | Path, sha256: str) -> str:
+    """`embedding_id` of the file at `path` whose hash is already known."""
+    return f"{Path(path).stem}@{sha256[:12]}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from capindex.model import DEFAULT_CHECKPOINT, PRECISIONS, checkpoint_sha256
+from capindex.model import DEFAULT_CHECKPOINT, PRECISIONS, checkpoint_sha256, name_embedding
 from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
 from capindex.model.decoding import beam_search, beam_search_batched, greedy_search
@@ -135,7 +135,7 @@ class Captioner:
             from capindex.model.embedding import ImageEmbedder
 
             embedder = ImageEmbedder.load(embedding, device=str(dev))
-            embedding_id = f"{Path(embedding).stem}@{embedder.weights_hash[:12]}"  # = model.embedding_id
+            embedding_id = name_embedding(embedding, embedder.weights_hash)
         return cls(encoder, decoder, vocab, meta.get("model_id", path.stem), weights_hash,
                    beam_size=beam_size, precision=precision, channels_last=channels_last,
                    embedder=embedder, embedding_id=embedding_id)

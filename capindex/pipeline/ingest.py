@@ -174,9 +174,14 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
         captions = dict(zip(to_caption, caption_images(model.captioner, images)))
         summary.captioned += len(to_caption)
     found = [(None, None)] * len(imaged)
-    if detector is not None and imaged:
-        sizes = [(item.meta["width"], item.meta["height"]) for item in imaged]
-        found = detect_objects(detector, batch.images, sizes)
+    # new rows, and unchanged ones whose objects another detector (or none) found
+    to_detect = [k for k, item in enumerate(imaged) if detector is not None and (
+        not enrich[k] or plan.tasks[item.index].old.detector_id != detector.detector_id)]
+    if to_detect:
+        sizes = [(imaged[k].meta["width"], imaged[k].meta["height"]) for k in to_detect]
+        images = batch.images if len(to_detect) == len(imaged) else batch.images[to_detect]
+        for k, result in zip(to_detect, detect_objects(detector, images, sizes)):
+            found[k] = result
     position = {item.index: k for k, item in enumerate(imaged)}
     embedding_id = getattr(model.captioner, "embedding_id", None)
     to_embed = [k for k, item in enumerate(imaged) if enrich[k] and embedding_id
@@ -198,7 +203,7 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
             objects, why = found[k]
             if why:
                 events.notice(f"{key}: {why}")
-            elif objects is not None and task.old.detector_id != detector.detector_id:
+            elif objects is not None:  # found only where the row needed them
                 fields.update(objects=objects, detector_id=detector.detector_id)
             if k in vectors:
                 fields.update(embedding_columns(vectors[k], embedding_id))
