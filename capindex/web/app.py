@@ -67,7 +67,7 @@ def create_app(library: Library, token: str | None = None, *, max_upload_mb: flo
     `capindex.web.security`); else every request must carry it. `captioner`/`detector`:
     what captions an upload (default: the library's models, loaded on the first upload)."""
     state = ServeState(library=library, csrf_token=new_csrf_token(),
-                       max_upload_bytes=int(max_upload_mb * 1024 * 1024), templates=environment(),
+                       max_upload_bytes=int(max_upload_mb * 10**6), templates=environment(),
                        captioner=captioner, detector=detector)
     routes = [
         Route("/", pages.index),

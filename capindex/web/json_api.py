@@ -16,12 +16,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from capindex.errors import CapindexError
+from capindex.errors import CapindexError, byte_size
 from capindex.web import data
 from capindex.web.pages import state_of
 from capindex.web.security import same_origin_post
 
-MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_BYTES = 64_000
 MAX_CAPTION_CHARS = 1000
 FORM = "application/x-www-form-urlencoded"
 
@@ -152,7 +152,7 @@ async def edit_caption(request: Request) -> Response:
     try:
         body = await read_body(request, MAX_FORM_BYTES)
     except TooLarge:
-        return error(f"the request is larger than {MAX_FORM_BYTES // 1024} KB", 413)
+        return error(f"the request is larger than {byte_size(MAX_FORM_BYTES)}", 413)
     try:
         if kind == "application/json":
             fields = json.loads(body or b"{}")
@@ -208,7 +208,7 @@ async def caption_upload(request: Request) -> Response:
         body = await read_body(request, state.max_upload_bytes)
     except TooLarge:
         return error(f"the photo is larger than the upload limit "
-                     f"({state.max_upload_bytes // (1024 * 1024)} MB)", 413)
+                     f"({byte_size(state.max_upload_bytes)})", 413)
     if not body:
         return error("the request has no photo in its body", 400)
     try:

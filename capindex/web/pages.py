@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from capindex.errors import CapindexError
+from capindex.errors import CapindexError, byte_size
 from capindex.web import data
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def render(request: Request, template: str, status: int = 200, **context) -> HTM
     state = state_of(request)
     html = state.templates.get_template(template).render(
         csrf_token=state.csrf_token, library=str(state.library.root),
-        max_upload_mb=state.max_upload_bytes // (1024 * 1024), **context)
+        upload_limit=byte_size(state.max_upload_bytes), **context)
     return HTMLResponse(html, status_code=status)
 
 
