@@ -6,7 +6,7 @@ SQLAlchemy, Whoosh) happen inside the commands, so `capindex --help` is fast. Li
 errors (capindex.errors) become one-line `Error: ...` messages.
 
     __init__.py          the `capindex` group and --library
-    library_commands.py  ingest, search, export, info
+    library_commands.py  ingest, search, edit, export, info
     model_commands.py    caption, train, evaluate
     serve_command.py     serve (the web page, capindex.web)
     progress.py          the progress bar, `skipping` lines and the ingest summary

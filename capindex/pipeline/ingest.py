@@ -41,8 +41,12 @@ if TYPE_CHECKING:  # the decode stage imports torch: only a run with files to re
 
 # Columns a row copies from another row with the same content (a duplicate file).
 _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
-                    "gps_lat", "gps_lon", "caption", "caption_score", "alt_captions", "tags",
-                    "objects", "detector_id", "model_id", "weights_hash", "decoding")
+                    "gps_lat", "gps_lon", "caption", "user_caption", "caption_score",
+                    "alt_captions", "tags", "objects", "detector_id", "model_id",
+                    "weights_hash", "decoding")
+# Columns an upsert leaves as they are: the row's identity, and the user's caption
+# (`Library.edit_caption`), which a row captioned again (or by another model) keeps.
+_KEPT_COLUMNS = ("id", "seq", "user_caption")
 
 
 def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[DecodedBatch]:
@@ -300,7 +304,7 @@ def _count(summary: Summary, reason: str) -> None:
 
 def _blank_row(found: Found, item: Decoded | None = None) -> dict:
     """A row with the file's columns filled in (from the read when there was one)."""
-    row = dict.fromkeys(name for name in COLUMN_NAMES if name not in ("id", "seq"))
+    row = dict.fromkeys(name for name in COLUMN_NAMES if name not in _KEPT_COLUMNS)
     row.update(path=found.key, size=found.size, mtime_ns=found.mtime_ns, ingested_at=utcnow())
     if item is not None and item.size is not None:
         row.update(size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256)
