@@ -473,7 +473,7 @@ def test_an_upload_is_captioned_and_nothing_is_stored(client, library, tmp_path)
                            headers={"origin": LOCAL, "content-type": "image/jpeg"})
     assert response.status_code == 200, response.text
     described = response.json()
-    assert described["caption"] == "a bright red picture"
+    assert described["caption"] == library.photo(id_of(library, "red.jpg"))["caption"] == "a dark red picture"
     assert (described["width"], described["height"]) == (100, 60)
     assert [o["label"] for o in described["objects"]] == ["dog"]
     assert sorted(p for p in library.root.rglob("*") if "thumbs" not in p.parts) == before
@@ -538,7 +538,8 @@ def test_an_empty_library_says_how_to_fill_it(tmp_path):
         body = client.get("/api/search").json()
         assert (body["count"], body["results"]) == (0, []) and "capindex ingest" in body["message"]
         assert client.get("/api/facets").json()["cameras"] == []
-        assert client.get("/photos/1").status_code == 404
+        for url in ("/photos/1", "/api/images/1", "/images/1", "/thumbs/1"):
+            assert client.get(url).status_code == 404, url
     assert not (tmp_path / "none").exists()
 
 

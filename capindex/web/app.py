@@ -21,8 +21,7 @@ so photos an ingest adds while the server runs appear without a restart.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -53,12 +52,10 @@ class ServeState:
     templates: Environment
     captioner: object | None = None
     detector: object | None = None
-    describe_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def describe(self, data: bytes) -> dict:
-        """`Library.describe` for an upload, one at a time (the models are shared)."""
-        with self.describe_lock:
-            return self.library.describe(data, captioner=self.captioner, detector=self.detector)
+        """`Library.describe` for an upload (the library loads its models once)."""
+        return self.library.describe(data, captioner=self.captioner, detector=self.detector)
 
 
 def create_app(library: Library, token: str | None = None, *, max_upload_mb: float = MAX_UPLOAD_MB,

@@ -13,7 +13,13 @@ from datetime import date
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from capindex.errors import EmptyLibraryError, LibraryBusyError, QuerySyntaxError
+from capindex.errors import (
+    EmptyLibraryError,
+    ImageUnreadable,
+    LibraryBusyError,
+    PhotoNotFound,
+    QuerySyntaxError,
+)
 from capindex.search.modes import SEARCH_MODES
 
 if TYPE_CHECKING:
@@ -40,8 +46,10 @@ def http_status(exc: Exception) -> int:
     """The HTTP status of a failed request: 400 for what the request asked (a bad
     parameter, a malformed query, an empty caption), 409 while an ingest holds the library,
     503 when the library cannot be read (damaged index or catalogue)."""
-    if isinstance(exc, (BadRequest, QuerySyntaxError, ValueError)):
+    if isinstance(exc, (BadRequest, QuerySyntaxError, ImageUnreadable, ValueError)):
         return 400
+    if isinstance(exc, (PhotoNotFound, EmptyLibraryError)):
+        return 404
     if isinstance(exc, LibraryBusyError):
         return 409
     return 503

@@ -213,5 +213,5 @@ async def caption_upload(request: Request) -> Response:
         return error("the request has no photo in its body", 400)
     try:
         return JSONResponse(await run_in_threadpool(state.describe, body))
-    except CapindexError as exc:
-        return error(str(exc), 400)
+    except CapindexError as exc:  # ImageUnreadable: 400; a model that cannot load: 503
+        return error(str(exc), data.http_status(exc))
