@@ -6,11 +6,12 @@
   [::1]), so a web page that points its own domain at 127.0.0.1 (DNS rebinding) gets 400.
 - Token: with one, every request must carry it (`?token=T` once, which sets an HttpOnly
   cookie; or the cookie; or `Authorization: Bearer T`), else 401.
-- Cross-site writes: a POST whose Origin is not this server, or that the browser marks
+- Cross-site writes: a POST whose Origin is another site, or that the browser marks
   `Sec-Fetch-Site: cross-site`, is refused (403) before any route runs. `same_origin_post`
-  is the routes' second check: a matching Origin or the page's CSRF token.
+  is the routes' second check: this server's Origin or the page's CSRF token (needed
+  when there is no Origin, or it is "null": a privacy setting, a sandboxed frame).
 - Headers: a Content-Security-Policy without inline script, nosniff, no framing, no
-  Referer (a token in a URL must not leak).
+  Referer to other sites (a token in a URL must not leak).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SECURITY_HEADERS = (
     ("content-security-policy", CONTENT_SECURITY_POLICY),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
+    ("referrer-policy", "same-origin"),
     ("cross-origin-opener-policy", "same-origin"),
     ("cross-origin-resource-policy", "same-origin"),
 )
@@ -88,7 +89,7 @@ def same_origin_post(request: Request, csrf_token: str, form_token: str | None =
     """A state-changing request from this server's own page: its Origin is ours, or it
     carries the page's CSRF token (header X-CSRF-Token, or `form_token` from the form)."""
     origin = request.headers.get("origin")
-    if origin is not None:
+    if origin not in (None, "null"):
         return origin == own_origin(request)
     return _same(request.headers.get(CSRF_HEADER), csrf_token) or _same(form_token, csrf_token)
 
@@ -138,7 +139,7 @@ class Guard:
         if request.method in UNSAFE_METHODS:
             origin = request.headers.get("origin")
             cross_site = request.headers.get("sec-fetch-site") == "cross-site"
-            if cross_site or (origin is not None and origin != own_origin(request)):
+            if cross_site or origin not in (None, "null", own_origin(request)):
                 return PlainTextResponse("403 Forbidden: a request from another site may not "
                                          "change this library", status_code=403)
         return None

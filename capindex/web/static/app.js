@@ -54,6 +54,8 @@ function infiniteScroll() {
         const url = new URL(more.href);
         url.searchParams.set("offset", String(page.offset + page.results.length));
         more.href = url.pathname + url.search;
+        observer.unobserve(more);  // observing again reports it at once if still in view
+        observer.observe(more);
       } else {
         observer.disconnect();
         more.remove();
