@@ -73,6 +73,8 @@ def make_photos(root):
     exif_jpeg(root / "sub" / "trip.jpg", (230, 30, 30), "<b>Evil</b> Corp", 'Cam"era <i>1</i>',
               "2021:07:04 12:30:45", {1: "N", 2: (48.0, 51.0, 29.0), 3: "W", 4: (2.0, 17.0, 40.0)})
     exif_jpeg(root / "sub" / "old.jpg", (30, 30, 230), "Canon", "EOS 5D", "2019:03:02 08:00:00")
+    whole = (root / "red.jpg").read_bytes()
+    (root / "broken.jpg").write_bytes(whole[: len(whole) // 3])
     return root
 
 
@@ -82,7 +84,7 @@ def library(tmp_path_factory):
     photos = make_photos(root / "photos")
     lib = capindex.Library(root / "lib")
     summary = lib.ingest([photos], captioner=FakeCaptioner(), detector=fake_detector(), workers=0)
-    assert (summary.new, summary.failed) == (5, 0)
+    assert (summary.new, summary.failed) == (5, 1)
     return lib
 
 
@@ -211,6 +213,16 @@ def test_photo_api_and_page(client, library):
     assert "48.858056° N, 2.294444° W" in page  # EXIF GPS as text, no link
     assert photo["path"] in page and photo["caption"] in page
     assert "2021-07-04 12:30:45" in page
+
+
+def test_a_photo_that_could_not_be_read_has_a_page_but_no_file(client, library):
+    (broken,) = [p for p in map(library.photo, range(1, 10)) if p and p["status"] == "error"]
+    page = client.get(f"/photos/{broken['id']}")
+    assert page.status_code == 200 and broken["error"] in page.text
+    assert 'id="photo"' not in page.text and "Edit the caption" not in page.text
+    assert client.get(f"/images/{broken['id']}").status_code == 404
+    assert client.get(f"/thumbs/{broken['id']}").status_code == 404
+    assert broken["id"] not in [r["id"] for r in client.get("/api/search").json()["results"]]
 
 
 def test_unknown_ids_are_404(client):
@@ -457,6 +469,10 @@ def test_a_bad_caption_edit_is_refused_with_the_reason(client, library):
     origin = {"origin": LOCAL}
     blank = client.post(url, json={"caption": "   "}, headers=origin)
     assert blank.status_code == 400 and "empty" in blank.json()["error"]
+    form = client.post(url, data={"caption": " ", "action": "save"}, headers=origin)
+    assert form.status_code == 400 and form.headers["content-type"].startswith("text/html")
+    photo_page = url.removesuffix("/caption").replace("/api/images/", "/photos/")
+    assert "the caption is empty" in form.text and f'href="{photo_page}"' in form.text
     assert client.post(url, json={"caption": "x" * 1001}, headers=origin).status_code == 400
     assert client.post(url, json={"caption": 7}, headers=origin).status_code == 400
     assert client.post(url, content=b"{not json", headers={**origin, "content-type": "application/json"}
@@ -510,7 +526,7 @@ def test_an_upload_that_is_not_a_photo_or_a_bomb_is_explained(client, tmp_path):
     origin = {"origin": LOCAL}
     text = client.post("/api/caption", content=b"not a photo at all", headers=origin)
     assert text.status_code == 400 and text.json()["error"]
-    bomb = huge_png(tmp_path / "bomb.png", 40_000, 40_000).read_bytes()
+    bomb = huge_png(tmp_path / "bomb.png", 12_000, 12_000).read_bytes()  # 144 MP: ingest refuses it
     refused = client.post("/api/caption", content=bomb, headers=origin)
     assert refused.status_code == 400 and "pixels" in refused.json()["error"]
     assert client.post("/api/caption", content=b"", headers=origin).status_code == 400

@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 
 from capindex.errors import CapindexError, byte_size
 from capindex.web import data
-from capindex.web.pages import state_of
+from capindex.web.pages import render, state_of
 from capindex.web.security import same_origin_post
 
 MAX_FORM_BYTES = 64_000
@@ -181,14 +181,20 @@ async def edit_caption(request: Request) -> Response:
             state.library.edit_caption(image_id, text)
         return data.photo_details(state.library, image_id)
 
+    def failed(message: str, status: int) -> Response:  # the form's user gets a page
+        if kind == FORM:
+            return render(request, "error.html", status, message=message,
+                          back=f"/photos/{image_id}")
+        return error(message, status)
+
     if image_id > data.MAX_ID:
-        return error(f"no photo has the id {image_id}", 404)
+        return failed(f"no photo has the id {image_id}", 404)
     try:
         details = await run_in_threadpool(change)
     except (ValueError, CapindexError) as exc:
-        return error(str(exc), data.http_status(exc))
+        return failed(str(exc), data.http_status(exc))
     if details is None:
-        return error(f"no photo has the id {image_id}", 404)
+        return failed(f"no photo has the id {image_id}", 404)
     if kind == FORM:
         return RedirectResponse(f"/photos/{image_id}", status_code=303)
     return JSONResponse(details)

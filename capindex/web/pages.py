@@ -20,10 +20,11 @@ def state_of(request: Request) -> ServeState:
     return request.app.state.serve
 
 
-def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, back: str | None = None,
+           **context) -> HTMLResponse:
     state = state_of(request)
     html = state.templates.get_template(template).render(
-        csrf_token=state.csrf_token, library=str(state.library.root),
+        back=back, csrf_token=state.csrf_token, library=str(state.library.root),
         upload_limit=byte_size(state.max_upload_bytes), **context)
     return HTMLResponse(html, status_code=status)
 
