@@ -551,6 +551,10 @@ def test_new_photos_appear_without_a_restart(tmp_path):
         assert [r["path"].rsplit("/", 1)[-1] for r in found] == ["newcomer.jpg"]
         assert client.get(found[0]["url"]).status_code == 200
         assert client.get(found[0]["thumbnail"]).status_code == 200
+        assert client.get(found[0]["image"]).status_code == 200
+        (photos / "newcomer.jpg").unlink()  # gone, not yet noticed by an ingest
+        assert client.get(found[0]["image"]).status_code == 404
+        assert client.get(found[0]["thumbnail"]).status_code == 404
 
 
 def test_an_empty_library_says_how_to_fill_it(tmp_path):

@@ -8,8 +8,6 @@ integer id from the URL; no path from a request ever reaches the file system. Er
 from __future__ import annotations
 
 import json
-import os
-import stat
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
@@ -77,13 +75,6 @@ async def image(request: Request) -> Response:
     return JSONResponse(details)
 
 
-def _regular_file(path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 async def image_file(request: Request) -> Response:
     """GET /images/{id}: the photo's file as catalogued, with its media type from the
     catalogue (formats a browser cannot show come as a download)."""
@@ -92,10 +83,9 @@ async def image_file(request: Request) -> Response:
     if image_id > data.MAX_ID:
         return error("not found", 404)
 
-    def find():
+    def find():  # photo_path: the catalogued file of a captioned photo, if it is there now
         photo = library.photo(image_id)
-        path = library.photo_path(image_id) if photo else None
-        return photo, path if path is not None and _regular_file(path) else None
+        return photo, library.photo_path(image_id) if photo else None
 
     try:
         photo, path = await run_in_threadpool(find)
