@@ -179,6 +179,10 @@ def test_facets_fill_the_filter_menus(client):
     assert '<option value="Canon EOS 5D">Canon EOS 5D (1)</option>' in page
     assert '<option value="dog">dog (2)</option>' in page
     assert 'min="2019-03-02" max="2021-07-04"' in page
+    chosen = client.get("/", params={"camera": "canon EOS 5d", "object": "dog"}).text
+    assert '<option value="Canon EOS 5D" selected>' in chosen and '<option value="dog" selected>' in chosen
+    typed = client.get("/", params={"camera": "<b>canon"}).text  # part of a name, kept in the menu
+    assert '<option value="&lt;b&gt;canon" selected>&lt;b&gt;canon</option>' in typed
 
 
 @pytest.mark.parametrize("params, message", [
