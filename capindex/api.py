@@ -221,6 +221,56 @@ class Library:
                 "tags": caption["tags"], "objects": objects or [], "width": meta["width"],
                 "height": meta["height"], "format": meta["format"]}
 
+    def export(self, out: str | Path | TextIO, format: str | None = None) -> int:
+        """Write the whole catalogue to `out`: a path (a file is replaced atomically, a
+        symbolic link's target is written, a device or FIFO gets csv/jsonl streamed into
+        it; see `capindex.store.export.export`), or a text stream for csv/jsonl; `format`
+        parquet|csv|jsonl, default from out's suffix. Returns the number of rows; raises
+        CapindexError when OUT cannot be written (and leaves no partial file)."""
+        from capindex.store.export import FORMATS, export, format_from_suffix, write_text
+
+        stream = not isinstance(out, (str, Path))
+        fmt = format or (None if stream else format_from_suffix(str(out)))
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        if stream and fmt == "parquet":
+            raise ValueError("Parquet needs a file name, not a stream")
+        with self.dir.open_catalog(read_only=True) as catalog:
+            if stream:
+                return write_text(catalog.rows(), fmt, out)
+            return export(catalog, Path(out), fmt)
+
+    def info(self) -> dict:
+        """Where the library is, counts, the models that wrote captions, the first failures,
+        the size of the Parquet mirror and the index, and `index_problem`: why the search
+        index needs a rebuild ("missing", "damaged: ..."; the next ingest rebuilds it), or
+        None."""
+        from capindex.errors import EmptyLibraryError
+        from capindex.store.keyword import KeywordIndex
+        from capindex.store.parquet import ParquetMirror
+
+        report = {"library": str(self.root), "images": 0, "ok": 0, "failed": 0, "models": [],
+                  "last_ingest": None, "failures": []}
+        try:
+            with self.dir.open_catalog(read_only=True) as catalog:
+                report.update(catalog.stats())
+                report["failures"] = [{"path": p, "error": e} for p, e in catalog.failures()]
+        except EmptyLibraryError:
+            pass
+        mirror = ParquetMirror(self.dir.parquet_dir)
+        report["parquet_files"] = len(mirror.parts())
+        report["parquet_rows"] = mirror.row_count()
+        report["parquet_unreadable"] = len(mirror.unreadable())  # rewritten by the next ingest
+        index = KeywordIndex(self.dir.index_dir)
+        problem = index.problem()
+        if problem is None and report["ok"] and not index.exists():
+            problem = "missing"
+        report["index_documents"] = 0 if problem else index.doc_count()
+        report["index_problem"] = problem
+        report["vectors"], report["vector_model"] = _vector_counts(self.dir)
+        return report
+
+
     # -- helpers ---------------------------------------------------------------
 
     def _row(self, image_id: int) -> dict | None:
@@ -275,56 +325,6 @@ class Library:
             VectorIndex(self.dir.vectors_dir).update_seqs(
                 {row["id"]: row["seq"] for row in written.rows})
         return row_id
-
-    def export(self, out: str | Path | TextIO, format: str | None = None) -> int:
-        """Write the whole catalogue to `out`: a path (a file is replaced atomically, a
-        symbolic link's target is written, a device or FIFO gets csv/jsonl streamed into
-        it; see `capindex.store.export.export`), or a text stream for csv/jsonl; `format`
-        parquet|csv|jsonl, default from out's suffix. Returns the number of rows; raises
-        CapindexError when OUT cannot be written (and leaves no partial file)."""
-        from capindex.store.export import FORMATS, export, format_from_suffix, write_text
-
-        stream = not isinstance(out, (str, Path))
-        fmt = format or (None if stream else format_from_suffix(str(out)))
-        if fmt not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        if stream and fmt == "parquet":
-            raise ValueError("Parquet needs a file name, not a stream")
-        with self.dir.open_catalog(read_only=True) as catalog:
-            if stream:
-                return write_text(catalog.rows(), fmt, out)
-            return export(catalog, Path(out), fmt)
-
-    def info(self) -> dict:
-        """Where the library is, counts, the models that wrote captions, the first failures,
-        the size of the Parquet mirror and the index, and `index_problem`: why the search
-        index needs a rebuild ("missing", "damaged: ..."; the next ingest rebuilds it), or
-        None."""
-        from capindex.errors import EmptyLibraryError
-        from capindex.store.keyword import KeywordIndex
-        from capindex.store.parquet import ParquetMirror
-
-        report = {"library": str(self.root), "images": 0, "ok": 0, "failed": 0, "models": [],
-                  "last_ingest": None, "failures": []}
-        try:
-            with self.dir.open_catalog(read_only=True) as catalog:
-                report.update(catalog.stats())
-                report["failures"] = [{"path": p, "error": e} for p, e in catalog.failures()]
-        except EmptyLibraryError:
-            pass
-        mirror = ParquetMirror(self.dir.parquet_dir)
-        report["parquet_files"] = len(mirror.parts())
-        report["parquet_rows"] = mirror.row_count()
-        report["parquet_unreadable"] = len(mirror.unreadable())  # rewritten by the next ingest
-        index = KeywordIndex(self.dir.index_dir)
-        problem = index.problem()
-        if problem is None and report["ok"] and not index.exists():
-            problem = "missing"
-        report["index_documents"] = 0 if problem else index.doc_count()
-        report["index_problem"] = problem
-        report["vectors"], report["vector_model"] = _vector_counts(self.dir)
-        return report
-
 
 def _cache_thumbs_dir() -> Path:
     """Where thumbnails go when the library cannot be written: the user's cache folder."""

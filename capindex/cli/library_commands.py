@@ -15,6 +15,7 @@ import click
 
 from capindex.cli.common import DashWordsCommand, library, library_errors, printable
 from capindex.cli.progress import Progress, format_summary
+from capindex.errors import QuerySyntaxError
 from capindex.model import PRECISIONS
 from capindex.pipeline.options import DEFAULT_MAX_FILE_SIZE
 from capindex.search.modes import SEARCH_MODES
@@ -227,6 +228,8 @@ def search(ctx, words, limit, mode, like, offset, after, before, camera, object_
     if not query and not like and filters.is_empty():
         raise click.UsageError("give a QUERY, --like PHOTO, or a filter (--after, --before, "
                                "--camera, --object, --tag)")
+    if query and not query.strip() and not like and filters.is_empty():
+        raise click.ClickException(str(QuerySyntaxError(query, "the query is empty")))
     notes: list[str] = []
     with library_errors():
         hits = library(ctx).search(query, limit, offset=offset, filters=filters, mode=mode,

@@ -207,6 +207,8 @@ class _Ranking:
 
     def ranked(self, need: int) -> list[tuple[int, float]]:
         """The ranked list, at least its first `need` entries (all of them for hybrid)."""
+        if need <= 0 and self.kind != "hybrid":
+            return []
         if self.kind == "keyword":
             self.keyword_hits = self.index.search(self.text, need, self.boosts, self.allowed)
             return self.keyword_hits

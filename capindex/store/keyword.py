@@ -369,11 +369,17 @@ class KeywordIndex:
         Raises QuerySyntaxError for a malformed query, IndexDamaged when the index cannot
         be read; an empty list when the query has no searchable words or nothing matches.
         """
+        if allowed is not None and not allowed:
+            check_query(text)
+            return []
         return self._read(text, boosts, lambda searcher, query: self._top(
             searcher, query, limit, allowed)) or []
 
     def count(self, text: str, allowed: set[int] | None = None) -> int:
         """How many documents match `text` (of the `allowed` row ids only, when given)."""
+        if allowed is not None and not allowed:
+            check_query(text)
+            return 0
         return self._read(text, None, lambda searcher, query: _count(searcher, query, allowed)) or 0
 
     @staticmethod
