@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from capindex.store.library_dir import LibraryDir
 
+# Where `ingest` reads files and runs the models: this machine, or a Ray cluster.
+ENGINES = ("local", "ray")
+
 if TYPE_CHECKING:
     from capindex.pipeline.caption import CaptionerLike
     from capindex.pipeline.detect import DeferredDetector
@@ -56,7 +59,8 @@ class Library:
                device: str = "auto", precision: str = "auto",
                captioner: CaptionerLike | None = None, objects: bool = True,
                detector: DeferredDetector | None = None, events: Events | None = None,
-               should_stop: Callable[[], bool] = lambda: False, **options) -> Summary:
+               should_stop: Callable[[], bool] = lambda: False, engine: str = "local",
+               address: str | None = None, **options) -> Summary:
         """Caption the images under `paths` into the library, incrementally.
 
         `model`: a checkpoint (default: the shipped one), loaded on `device` only when
@@ -67,18 +71,31 @@ class Library:
         Raises CapindexError subclasses (library busy, model unreadable, catalogue damaged,
         ...); files that cannot be read become error rows instead. A damaged search index
         or Parquet mirror is rebuilt from the catalogue.
+
+        `engine` "local" reads the files and runs the models on this machine; "ray" on a Ray
+        cluster (the `[ray]` extra): `address` "auto" or HOST:PORT joins one, None starts a
+        local Ray for the run. The plan, the rows and the commits are the same.
         """
         from capindex.pipeline.caption import load_captioner
         from capindex.pipeline.detect import load_detector
         from capindex.pipeline.ingest import ingest
         from capindex.pipeline.options import IngestOptions
 
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if address is not None and engine != "ray":
+            raise ValueError("address is for engine='ray'")
+        runner = None
+        if engine == "ray":  # EngineError at once when Ray is not installed
+            from capindex.pipeline.ray_engine import RayEngine
+
+            runner = RayEngine(address, device)
         if captioner is None:
             captioner = load_captioner(model, device, precision)
         if objects and detector is None:
             detector = load_detector()
         return ingest(self.dir, [str(p) for p in paths], captioner, IngestOptions(**options),
-                      events, should_stop, detector if objects else None)
+                      events, should_stop, detector if objects else None, runner)
 
     def search(self, query: str = "", limit: int = 10, *, offset: int = 0,
                filters: Filters | None = None, **options) -> list[Hit]:

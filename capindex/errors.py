@@ -100,6 +100,10 @@ class ModelError(CapindexError):
     """A model checkpoint is missing, unreadable or not a capindex checkpoint."""
 
 
+class EngineError(CapindexError):
+    """The distributed engine cannot run: Ray is not installed, or its cluster not reached."""
+
+
 class DatasetError(CapindexError):
     """A training or evaluation dataset folder is missing a part or malformed."""
 

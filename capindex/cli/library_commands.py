@@ -3,6 +3,7 @@ over `capindex.api.Library` (torch, pyarrow, SQLAlchemy and Whoosh load inside t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from capindex.api import ENGINES
 from capindex.cli.common import DashWordsCommand, library, library_errors, printable
 from capindex.cli.progress import Progress, format_summary
 from capindex.errors import QuerySyntaxError
@@ -70,11 +72,20 @@ DATE = click.DateTime(formats=["%Y-%m-%d"])
 @click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
               default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
               help="Files larger than this many megabytes fail without being read.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES),
+              help="Where files are read and the models run: this machine, or a Ray cluster "
+                   "(pip install 'capindex[ray]'; docs/scale-out.md). The rows are the same.")
+@click.option("--address", metavar="auto|HOST:PORT",
+              help="With --engine ray: the Ray cluster to join.  [default: a local Ray "
+                   "started for the run, with this machine's CPUs]")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as a JSON object on stdout (the counts and seconds).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, objects, recaption, retry_failed, rebuild, max_file_mb, quiet):
+           exclude, objects, recaption, retry_failed, rebuild, max_file_mb, engine, address,
+           quiet, as_json):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -99,10 +110,13 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
       130  interrupted by Ctrl-C: what was written is kept; run again to finish
 
     \b
-    Example:
+    Examples:
         capindex ingest ~/Pictures --exclude 'thumbs/*'
+        capindex ingest /shared/photos --engine ray --address auto
     """
-    if device == "cuda":
+    if address is not None and engine != "ray":
+        raise click.BadParameter("--address needs --engine ray", param_hint="'--address'")
+    if device == "cuda" and engine == "local":
         import torch
 
         if not torch.cuda.is_available():
@@ -121,13 +135,16 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
             summary = library(ctx).ingest(
                 paths, captioner=captioner, objects=detector is not None, detector=detector,
                 events=Progress(quiet),
-                should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
+                should_stop=lambda: stop.is_set(), engine=engine, address=address,
+                batch_size=batch_size, workers=workers,
                 pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
                 retry_failed=retry_failed, rebuild=rebuild, max_file_size=max_file_mb * 10**6)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(summary)))
+    elif not quiet:
         click.echo(format_summary(summary), err=True)
     if summary.interrupted:
         click.echo(INTERRUPTED, err=True)
