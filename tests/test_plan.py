@@ -87,3 +87,15 @@ def test_what_each_file_becomes(catalog):
     tasks = plan(catalog, chunk=2, retry_failed=True, recaption=True)[0]
     assert ("/r/failed.jpg", "retry") in tasks and ("/r/old-model.jpg", "recaption") in tasks
     assert plan(catalog, chunk=2, roots=("/r/a",))[2] == ["/r/a/gone.jpg"]
+
+
+def test_nothing_gone_is_known_from_a_count(catalog):
+    """When as many rows lie under the paths as files found with a row, none is an orphan
+    (the paths are not read); one row more and it is found."""
+    found = [Found("/r/a-b/elsewhere.jpg", "/r/a-b/elsewhere.jpg", 10, 1)]
+    made = plan_ingest(catalog, found, ["/r/a-b"], HASH, IngestOptions(), Events(),
+                       DETECTOR, EMBEDDING, chunk=1)
+    assert made.orphans == {} and made.summary.unchanged == 1
+    made = plan_ingest(catalog, [], ["/r/a-b"], HASH, IngestOptions(), Events(),
+                       DETECTOR, EMBEDDING, chunk=1)
+    assert list(made.orphans) == ["/r/a-b/elsewhere.jpg"]

@@ -44,7 +44,9 @@ class CatalogStates(Protocol):
 
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]: ...
 
-    def paths_under(self, root: str) -> Iterable[str]: ...
+    def paths_under(self, roots: Sequence[str]) -> Iterable[str]: ...
+
+    def count_under(self, roots: Sequence[str]) -> int: ...
 
     def has_paths_under(self, root: str) -> bool: ...
 
@@ -80,6 +82,7 @@ def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[
     plan = Plan()
     summary = plan.summary
     seen: set[str] = set()
+    catalogued = 0  # files found that have a catalogue row
     unlisted: list[str] = []  # directories that could not be read
     for entries in _batches(found, chunk):
         states = catalog.states_of([entry.key for entry in entries if not entry.is_dir])
@@ -92,11 +95,16 @@ def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[
                 summary.failed += 1
                 continue
             seen.add(entry.key)
-            _sort(plan, entry, states.get(entry.key), weights_hash, options,
-                  detector_id, embedding_id)
+            old = states.get(entry.key)
+            catalogued += old is not None
+            _sort(plan, entry, old, weights_hash, options, detector_id, embedding_id)
     root_keys = [catalog_path(os.path.abspath(r)) for r in roots]
-    gone = [key for root in root_keys for key in catalog.paths_under(root)
-            if key not in seen and not any(is_under(key, d) for d in unlisted)]
+    gone = []
+    # Every file found is under the roots: as many rows there as files found with one
+    # means none is gone, without reading their paths.
+    if catalog.count_under(root_keys) != catalogued:
+        gone = [key for key in catalog.paths_under(root_keys)
+                if key not in seen and not any(is_under(key, d) for d in unlisted)]
     orphans: dict[str, FileState] = {}
     for keys in _batches(gone, chunk):
         orphans.update(catalog.states_of(keys))
