@@ -76,13 +76,14 @@ def test_a_clustered_index_finds_the_exact_top_hits(tmp_path):
     vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
     stored = vecs.astype(np.float16).astype(np.float32)
     catalog = Catalog({i + 1: (i, vecs[i]) for i in range(600)})
-    index = VectorIndex(tmp_path / "vectors", VectorConfig(exact_limit=100, train_sample=300))
+    index = VectorIndex(tmp_path / "vectors", VectorConfig(exact_limit=100, train_sample=300,
+                                                            probe_rows=0))  # 2 of 24 probed
     assert index.reconcile(catalog, "m1", 16) is True
     assert index.reconcile(catalog, "m1", 16) is False
     opened = index._open()
     assert opened.centres.shape == (24, 16) and opened.offsets[-1] == 600
     assert sorted(opened.ids.tolist()) == list(range(1, 601)) and index.count() == 600
-    everything = VectorIndex(tmp_path / "vectors", VectorConfig(exact_limit=100, probe_share=1.0))
+    everything = VectorIndex(tmp_path / "vectors", VectorConfig(exact_limit=100, probe_rows=600))
     for query in unit(rng, 5, dim=16):
         expected = (np.argsort(-(stored @ query), kind="stable")[:10] + 1).tolist()
         assert [i for i, _ in everything.search(query, 10)] == expected
@@ -97,3 +98,6 @@ def test_a_clustered_index_finds_the_exact_top_hits(tmp_path):
     assert index.reconcile(catalog, "m1", 16) is True
     assert np.array_equal(index._open().centres, opened.centres)
     assert index.search(vecs[0], 2)[1][0] in (1, 601)
+    # an index written with exact search where clusters are due (or the reverse) is rewritten
+    assert VectorIndex(tmp_path / "vectors").reconcile(catalog, "m1", 16) is True
+    assert VectorIndex(tmp_path / "vectors")._open().centres is None

@@ -8,12 +8,13 @@ they differ, writes the whole file again from the catalogue (to a temporary file
 renamed: a crash leaves the old file or the new one, and the next reconcile repairs
 either). A file in another format (an older capindex's float16 one) is written again too.
 
-Search (docs/performance.md, "Search by meaning"): up to `EXACT_LIMIT` vectors, one
-matrix-vector product over all of them (exact; numpy's BLAS, about 20 ms per 100,000 on
-one core). Above it, an inverted file (IVF): the rows are stored grouped by their nearest
-of about sqrt(N) centres (k-means on a sample), and a query scores the rows of the
-`probe_share` of clusters whose centres are nearest to it, about a twentieth of the
-vectors; the scores of the hits returned are exact cosines. The centres are kept across
+Search (docs/performance.md, "Search by meaning"): up to `exact_limit` vectors (50,000),
+one matrix-vector product over all of them (exact; numpy's BLAS, about 35 CPU-ms per
+100,000 on this machine's one core, memory-bound). Above it, an inverted file (IVF): the
+rows are stored grouped by their nearest of about sqrt(N) centres (k-means on a sample),
+and a query scores the rows of the clusters whose centres are nearest to it, a twentieth
+of the clusters and at least 20,000 vectors' worth; the scores of the hits returned are
+exact cosines. The centres are kept across
 rewrites until the index has doubled since they were trained. No torch here, so a search
 from the shell does not import it.
 """
@@ -36,8 +37,9 @@ _CHUNK = 20_000  # rows converted, assigned or copied at a time while writing
 
 @dataclass(frozen=True)
 class VectorConfig:
-    exact_limit: int = 200_000  # up to this many vectors, every one is scored
-    probe_share: float = 0.05  # above it, the share of clusters scored for a query
+    exact_limit: int = 50_000  # up to this many vectors, every one is scored
+    probe_share: float = 0.05  # above it, the share of clusters scored for a query,
+    probe_rows: int = 20_000  # and at least this many vectors' worth of clusters
     train_sample: int = 50_000  # vectors k-means learns the centres from
     train_iterations: int = 10
     seed: int = 0
@@ -134,7 +136,9 @@ class VectorIndex:
         if opened.centres is None:
             return np.arange(len(opened.ids)), opened.vectors @ query
         clusters = len(opened.centres)
-        probe = max(1, math.ceil(clusters * self.config.probe_share))
+        per_cluster = len(opened.ids) / clusters
+        probe = min(clusters, max(1, math.ceil(clusters * self.config.probe_share),
+                                  math.ceil(self.config.probe_rows / per_cluster)))
         nearest = np.argpartition(-(opened.centres @ query), probe - 1)[:probe]
         spans = [(opened.offsets[k], opened.offsets[k + 1]) for k in np.sort(nearest)]
         rows = np.concatenate([np.arange(a, b) for a, b in spans])
@@ -160,6 +164,7 @@ class VectorIndex:
         except VectorIndexDamaged:
             opened = None
         if (opened is not None and opened.header["model"] == model_id
+                and (opened.centres is not None) == bool(self.config.clusters(len(want)))
                 and len(opened.ids) == len(want)
                 and all(want.get(i) == s for i, s in zip(opened.ids.tolist(),
                                                         opened.seqs.tolist()))):
