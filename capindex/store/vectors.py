@@ -68,11 +68,27 @@ class VectorIndex:
         self.directory = Path(directory)
         self.path = self.directory / FILE
         self.config = config or VectorConfig()
+        # The file as last opened, by (inode, size, mtime): a rewrite is a new file renamed
+        # into place, so the same identity is the same contents. A warm process keeps its
+        # pages mapped instead of faulting them in again at every search.
+        self._opened: tuple[tuple, _Opened | None] | None = None
 
     # -- reading ---------------------------------------------------------------
 
     def _open(self) -> _Opened | None:
         """The file's parts, memory-mapped; None: no index."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise VectorIndexDamaged(f"{self.path}: unreadable ({exc})") from exc
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if self._opened is None or self._opened[0] != identity:
+            self._opened = (identity, self._read())
+        return self._opened[1]
+
+    def _read(self) -> _Opened | None:
         try:
             with open(self.path, "rb") as f:
                 if f.read(len(MAGIC)) != MAGIC:
@@ -169,6 +185,7 @@ class VectorIndex:
                 and all(want.get(i) == s for i, s in zip(opened.ids.tolist(),
                                                         opened.seqs.tolist()))):
             return False
+        self._opened = None  # the file is about to be replaced
         centres = None
         if (opened is not None and opened.centres is not None
                 and opened.header["model"] == model_id and opened.header["dim"] == dim
