@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capindex.store.vectors import VectorIndex, VectorIndexDamaged
+from capindex.store.vectors import VectorConfig, VectorIndex, VectorIndexDamaged
 
 
 class Catalog:
@@ -65,3 +65,39 @@ def test_another_model_rebuilds_and_damage_is_reported_then_repaired(tmp_path):
         index.search(vecs[0])
     assert index.reconcile(Catalog({1: (1, vecs[0])}), "m1", 8) is True  # rebuilt
     assert [i for i, _ in index.search(vecs[0])] == [1]
+
+
+def test_a_clustered_index_finds_the_exact_top_hits(tmp_path):
+    """Above exact_limit the rows are grouped by cluster; probing every cluster is exact,
+    and the default share finds a stored photo's own vector first with its exact score."""
+    rng = np.random.default_rng(2)
+    centres = unit(rng, 12, dim=16)
+    vecs = centres[rng.integers(0, 12, 600)] + 0.3 * rng.normal(size=(600, 16))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    stored = vecs.astype(np.float16).astype(np.float32)
+    catalog = Catalog({i + 1: (i, vecs[i]) for i in range(600)})
+    index = VectorIndex(tmp_path / "vectors", VectorConfig(exact_limit=100, train_sample=300,
+                                                            probe_rows=0))  # 2 of 24 probed
+    assert index.reconcile(catalog, "m1", 16) is True
+    assert index.reconcile(catalog, "m1", 16) is False
+    opened = index._open()
+    assert opened.centres.shape == (24, 16) and opened.offsets[-1] == 600
+    assert sorted(opened.ids.tolist()) == list(range(1, 601)) and index.count() == 600
+    everything = VectorIndex(tmp_path / "vectors", VectorConfig(exact_limit=100, probe_rows=600))
+    for query in unit(rng, 5, dim=16):
+        expected = (np.argsort(-(stored @ query), kind="stable")[:10] + 1).tolist()
+        assert [i for i, _ in everything.search(query, 10)] == expected
+    for row in (0, 123, 599):
+        (best, score), *_ = index.search(vecs[row], 10)
+        assert best == row + 1 and score == pytest.approx(float(stored[row] @ vecs[row]), abs=1e-5)
+        assert index.search(vecs[row], 10, exclude={row + 1})[0][0] != row + 1
+    assert np.allclose(index.vector(124), stored[123])
+
+    # a few more rows: written again in cluster order, with the same centres
+    catalog.rows[601] = (601, vecs[0])
+    assert index.reconcile(catalog, "m1", 16) is True
+    assert np.array_equal(index._open().centres, opened.centres)
+    assert index.search(vecs[0], 2)[1][0] in (1, 601)
+    # an index written with exact search where clusters are due (or the reverse) is rewritten
+    assert VectorIndex(tmp_path / "vectors").reconcile(catalog, "m1", 16) is True
+    assert VectorIndex(tmp_path / "vectors")._open().centres is None

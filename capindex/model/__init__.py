@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import stat
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -80,8 +81,18 @@ def embedding_id(path: str | Path | None = None) -> str | None:
     """The id a row records for the vectors of the embedding at `path` (None: the shipped
     one): its file's name and hash, so another file never passes for it. None: no file."""
     path = Path(path or DEFAULT_EMBEDDING)
-    if not path.is_file():
+    try:
+        info = path.stat()
+    except OSError:
         return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return _embedding_id(str(path), info.st_size, info.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _embedding_id(path: str, size: int, mtime_ns: int) -> str:
+    """`embedding_id` of a file as it is now: its hash cost every search about 8 ms."""
     return name_embedding(path, checkpoint_sha256(path))
 
 

@@ -27,7 +27,9 @@ from capindex.errors import describe_failure
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass is built through object.__setattr__, four times slower,
+# and a re-scan makes one per file (a million in a large library).
+@dataclass(slots=True)
 class Found:
     path: str  # as the OS names it (undecodable bytes as surrogate escapes)
     key: str  # the catalogue's `path`: absolute and valid UTF-8
@@ -42,6 +44,8 @@ class Found:
 
 def catalog_path(path: str) -> str:
     """The catalogue key of an OS path: bytes that are not UTF-8 become \\xNN."""
+    if path.isascii():  # the key is the path itself (most paths; a quarter of a re-scan's time)
+        return path
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
@@ -68,6 +72,7 @@ def discover(roots: Iterable[str], exclude: Sequence[str] = ()) -> Iterator[Foun
     symlinks are followed, each directory at most once, so loops end; a file
     reached again (by a symlink or a hard link: same device and inode) is skipped.
     """
+    roots = list(roots)
     seen: set[str] = set()
     visited: set[int] = set()  # `_identity` of the directories and files found
     for root in roots:
@@ -78,6 +83,9 @@ def discover(roots: Iterable[str], exclude: Sequence[str] = ()) -> Iterator[Foun
             found = _unreachable(root, exc)
         else:
             if stat.S_ISDIR(info.st_mode):
+                if len(roots) == 1:  # one walk finds each path once: no set of them all
+                    yield from _walk(root, exclude, visited)
+                    continue
                 for found in _walk(root, exclude, visited):
                     if found.key not in seen:
                         seen.add(found.key)
@@ -102,9 +110,11 @@ def _walk(root: str, exclude: Sequence[str], visited: set) -> Iterator[Found]:
         if entry is None:
             stack.pop()
             continue
-        if entry.name.startswith(".") or _excluded(entry.path, root, exclude):
+        name = entry.name
+        if name.startswith(".") or (exclude and _excluded(entry.path, root, exclude)):
             continue
-        image_name = os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+        dot = name.rfind(".")  # os.path.splitext's suffix, without its cost per file
+        image_name = dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
         try:
             is_dir = entry.is_dir()  # follows a symlink; a missing target is False
         except OSError as exc:  # a link that cannot be followed (loop, no permission...)
@@ -164,9 +174,10 @@ def _file(path: str, info: os.stat_result, visited: set) -> Found | None:
     key = catalog_path(path)
     if not stat.S_ISREG(info.st_mode):
         return Found(path, key, error="not a regular file")
-    if _identity(info) in visited:
+    identity = _identity(info)
+    if identity in visited:
         return None  # a symlink or hard link to a file found already
-    visited.add(_identity(info))
+    visited.add(identity)
     return Found(path, key, size=info.st_size, mtime_ns=info.st_mtime_ns)
 
 

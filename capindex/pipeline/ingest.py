@@ -107,7 +107,7 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
             index.reconcile(catalog)
             if embedding_id:
                 vectors.reconcile(catalog, embedding_id, EMBEDDING_DIM)
-            plan = plan_ingest(catalog.states(), discover(roots, options.exclude), roots,
+            plan = plan_ingest(catalog, discover(roots, options.exclude), roots,
                                captioner.weights_hash, options, events,
                                detector.detector_id if detector else None, embedding_id)
             sinks = Sinks(catalog, mirror, index)

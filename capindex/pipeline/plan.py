@@ -13,13 +13,21 @@ and stat() (no file is opened).
   file: under a folder or PATH that cannot be read now (not listed, not entered,
   a link whose target is missing) every row is kept as it is, and the folder is
   reported once.
+
+Planning never holds the whole catalogue: what discovery finds is looked up in chunks
+(`CHUNK` files, one query each), and the orphans are the catalogue's paths under the
+given ones (streamed in path order) that discovery did not find. A re-run over a million
+catalogued photos holds the set of paths found and little else (docs/performance.md,
+"1,000,000 photos").
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import Protocol
 
 from capindex.errors import too_large
 from capindex.pipeline.discover import Found, catalog_path, is_under
@@ -28,6 +36,19 @@ from capindex.pipeline.report import Events, Summary
 from capindex.store.catalog import FileState
 
 TOO_LARGE = "file too large ("  # how `errors.too_large` starts the reason of a file over the limit
+CHUNK = 5000  # files discovered per catalogue lookup
+
+
+class CatalogStates(Protocol):
+    """The catalogue reads planning makes (`store.catalog.Catalog` has them)."""
+
+    def states_of(self, paths: Sequence[str]) -> dict[str, FileState]: ...
+
+    def paths_under(self, roots: Sequence[str]) -> Iterable[str]: ...
+
+    def count_under(self, roots: Sequence[str]) -> int: ...
+
+    def has_paths_under(self, root: str) -> bool: ...
 
 
 @dataclass
@@ -46,9 +67,10 @@ class Plan:
     summary: Summary = field(default_factory=Summary)
 
 
-def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Sequence[str],
+def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[str],
                 weights_hash: str, options: IngestOptions, events: Events,
-                detector_id: str | None = None, embedding_id: str | None = None) -> Plan:
+                detector_id: str | None = None, embedding_id: str | None = None,
+                chunk: int = CHUNK) -> Plan:
     """Sort what discovery found into tasks, using only the catalogue and stat().
 
     `weights_hash` is the captioner's: a caption recording another one is another model's
@@ -60,50 +82,33 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
     plan = Plan()
     summary = plan.summary
     seen: set[str] = set()
+    catalogued = 0  # files found that have a catalogue row
     unlisted: list[str] = []  # directories that could not be read
-    for entry in found:
-        if entry.is_dir:
-            if entry.maybe_dir and not any(is_under(key, entry.key) for key in states):
-                continue  # a link that cannot be followed, with nothing catalogued under it
-            events.skipped(entry.key, entry.error)
-            unlisted.append(entry.key)
-            summary.failed += 1
-            continue
-        seen.add(entry.key)
-        old = states.get(entry.key)
-        unchanged = old is not None and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns)
-        oversize = not entry.error and entry.size > options.max_file_size
-        if oversize and not (unchanged and old.status == "ok"):  # a row already good stays
-            entry = replace(entry, error=too_large(entry.size, options.max_file_size))
-        if entry.error:
-            if old and old.status == "error" and old.error == entry.error and not options.retry_failed:
-                summary.previously_failed += 1
-            else:
-                plan.failures.append(entry)
-            continue
-        if not unchanged:
-            plan.tasks.append(Task(entry, "changed" if old else "new", old))
-        elif old.status != "ok":
-            # Refused by size before, under the limit now: what failed it no longer holds.
-            if options.retry_failed or (old.error or "").startswith(TOO_LARGE):
-                plan.tasks.append(Task(entry, "retry", old))
-            else:
-                summary.previously_failed += 1
-        elif old.weights_hash != weights_hash and options.recaption and not oversize:
-            plan.tasks.append(Task(entry, "recaption", old))
-        elif not oversize and ((detector_id and old.detector_id != detector_id)
-                               or (embedding_id and old.embedding_model != embedding_id)):
-            plan.tasks.append(Task(entry, "enrich", old))
-            summary.other_model += old.weights_hash != weights_hash
-        else:
-            summary.other_model += old.weights_hash != weights_hash
-            summary.unchanged += 1
+    for entries in _batches(found, chunk):
+        states = catalog.states_of([entry.key for entry in entries if not entry.is_dir])
+        for entry in entries:
+            if entry.is_dir:
+                if entry.maybe_dir and not catalog.has_paths_under(entry.key):
+                    continue  # a link that cannot be followed, with nothing catalogued under it
+                events.skipped(entry.key, entry.error)
+                unlisted.append(entry.key)
+                summary.failed += 1
+                continue
+            seen.add(entry.key)
+            old = states.get(entry.key)
+            catalogued += old is not None
+            _sort(plan, entry, old, weights_hash, options, detector_id, embedding_id)
     root_keys = [catalog_path(os.path.abspath(r)) for r in roots]
-    plan.orphans = {
-        key: state for key, state in states.items()
-        if key not in seen and any(is_under(key, r) for r in root_keys)
-        and not any(is_under(key, d) for d in unlisted)
-    }
+    gone = []
+    # Every file found is under the roots: as many rows there as files found with one
+    # means none is gone, without reading their paths.
+    if catalog.count_under(root_keys) != catalogued:
+        gone = [key for key in catalog.paths_under(root_keys)
+                if key not in seen and not any(is_under(key, d) for d in unlisted)]
+    orphans: dict[str, FileState] = {}
+    for keys in _batches(gone, chunk):
+        orphans.update(catalog.states_of(keys))
+    plan.orphans = dict(sorted(orphans.items(), key=lambda item: item[1].id))
 
     def reusable(state: FileState | None) -> bool:
         return bool(state and state.status == "ok" and state.sha256
@@ -114,3 +119,42 @@ def plan_ingest(states: dict[str, FileState], found: Iterable[Found], roots: Seq
         + [t.old.sha256 for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
     )
     return plan
+
+
+def _sort(plan: Plan, entry: Found, old: FileState | None, weights_hash: str,
+          options: IngestOptions, detector_id: str | None, embedding_id: str | None) -> None:
+    """One discovered file (`old`: its catalogue row, if any) into the plan."""
+    summary = plan.summary
+    unchanged = old is not None and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns)
+    oversize = not entry.error and entry.size > options.max_file_size
+    if oversize and not (unchanged and old.status == "ok"):  # a row already good stays
+        entry = replace(entry, error=too_large(entry.size, options.max_file_size))
+    if entry.error:
+        if old and old.status == "error" and old.error == entry.error and not options.retry_failed:
+            summary.previously_failed += 1
+        else:
+            plan.failures.append(entry)
+        return
+    if not unchanged:
+        plan.tasks.append(Task(entry, "changed" if old else "new", old))
+    elif old.status != "ok":
+        # Refused by size before, under the limit now: what failed it no longer holds.
+        if options.retry_failed or (old.error or "").startswith(TOO_LARGE):
+            plan.tasks.append(Task(entry, "retry", old))
+        else:
+            summary.previously_failed += 1
+    elif old.weights_hash != weights_hash and options.recaption and not oversize:
+        plan.tasks.append(Task(entry, "recaption", old))
+    elif not oversize and ((detector_id and old.detector_id != detector_id)
+                           or (embedding_id and old.embedding_model != embedding_id)):
+        plan.tasks.append(Task(entry, "enrich", old))
+        summary.other_model += old.weights_hash != weights_hash
+    else:
+        summary.other_model += old.weights_hash != weights_hash
+        summary.unchanged += 1
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch

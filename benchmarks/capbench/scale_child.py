@@ -1,0 +1,70 @@
+"""One measured step of the scale benchmark in a process of its own, so that its peak memory
+is its own: `plan` (discover + plan_ingest over the library's photos) or `ingest` (a whole
+`capindex ingest` run that finds nothing new: the reconciles, then planning).
+
+Started by `scale.py` as a script (not -m) with PYTHONPATH set to the capindex source tree
+under test, so that the same step runs against another checkout (the "before" column).
+Prints one JSON object: seconds, peak RSS, and the plan's counts.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def plan(library_root: str, photos: str, weights_hash: str, detector_id: str,
+         embedding: str) -> dict:
+    from capindex.pipeline.discover import discover
+    from capindex.pipeline.options import IngestOptions
+    from capindex.pipeline.plan import plan_ingest
+    from capindex.pipeline.report import Events
+    from capindex.store.library_dir import LibraryDir
+
+    before, cpu = peak_mb(), cpu_seconds()
+    started = time.perf_counter()
+    with LibraryDir(library_root).open_catalog() as catalog:
+        # An older capindex planned from a dict of every row (`Catalog.states`).
+        states = catalog.states() if hasattr(catalog, "states") else catalog
+        made = plan_ingest(states, discover([photos]), [photos], weights_hash, IngestOptions(),
+                           Events(), detector_id, embedding)
+    return {"seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(cpu_seconds() - cpu, 1),
+            "peak_mb": round(peak_mb()), "imports_mb": round(before),
+            "tasks": len(made.tasks), "orphans": len(made.orphans),
+            "unchanged": made.summary.unchanged}
+
+
+def ingest(library_root: str, photos: str, weights_hash: str, detector_id: str,
+           embedding: str) -> dict:
+    from capindex.pipeline.caption import DeferredCaptioner
+    from capindex.pipeline.ingest import ingest as run
+    from capindex.store.library_dir import LibraryDir
+
+    def must_not_load():
+        raise AssertionError("a run that finds nothing new loaded the model")
+
+    before, cpu = peak_mb(), cpu_seconds()
+    started = time.perf_counter()
+    summary = run(LibraryDir(library_root), [photos],
+                  DeferredCaptioner(weights_hash, must_not_load, embedding_id=embedding))
+    return {"seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(cpu_seconds() - cpu, 1),
+            "peak_mb": round(peak_mb()), "imports_mb": round(before),
+            "new": summary.new, "unchanged": summary.unchanged, "deleted": summary.deleted}
+
+
+if __name__ == "__main__":
+    step, *args = sys.argv[1:]
+    print(json.dumps({"plan": plan, "ingest": ingest}[step](*args)))
