@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's capindex
 
-from capindex.model import DEFAULT_EMBEDDING  # noqa: E402
-from capindex.model.embedding import rewrite_query_side  # noqa: E402
+from capindex.model import DEFAULT_EMBEDDING
+from capindex.model.embedding import rewrite_query_side
 
 if __name__ == "__main__":
     print(rewrite_query_side(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_EMBEDDING))
