@@ -119,7 +119,7 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
     if not like:
         check_query(text)
     index = KeywordIndex(library.index_dir)
-    with library.open_catalog(read_only=True) as catalog:
+    with library.read_catalog() as catalog:
         if not index.exists() or index.doc_count() == 0:
             if not catalog.has_ok_rows():
                 raise EmptyLibraryError(str(library.root))
@@ -189,7 +189,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
     from capindex.search import semantic
 
     key = catalog_path(os.path.abspath(photo))
-    with library.open_catalog(read_only=True) as catalog:
+    with library.read_catalog() as catalog:
         row_id = catalog.id_of(key)
     stored = vectors.vector(row_id) if row_id is not None else None
     return stored if stored is not None else semantic.photo_vector(photo)
@@ -197,7 +197,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
 
 def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
           fused: bool) -> list[Hit]:
-    with library.open_catalog(read_only=True) as catalog:
+    with library.read_catalog() as catalog:
         rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
     hits = []
     for row_id, score in ranked:

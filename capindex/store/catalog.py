@@ -15,8 +15,6 @@ cannot write, where SQLite could not make its shared-memory file).
 
 from __future__ import annotations
 
-import os
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,12 +22,12 @@ from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from capindex.errors import CapindexError, CatalogDamaged
+from capindex.store.catalog_reader import connect_read_only as _connect_read_only
 from capindex.store.schema import SCHEMA_VERSION, images_table, meta_table
 
 _T = images_table
@@ -336,19 +334,6 @@ def create_catalog(path: Path) -> None:
     finally:
         engine.dispose()  # the last connection closes: the WAL is merged and removed
     tmp.replace(path)
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection; immutable where SQLite could not make its -shm file (a
-    folder we cannot write) and no unmerged WAL would be ignored."""
-    uri = f"file:{quote(os.fsencode(path))}?mode=ro"
-    wal = path.with_name(path.name + "-wal")
-    if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size):
-        uri += "&immutable=1"
-    connection = sqlite3.connect(uri, uri=True)
-    connection.isolation_level = None  # BEGIN comes from the "begin" event, as for writers
-    connection.execute("PRAGMA busy_timeout=10000")
-    return connection
 
 
 @lru_cache(maxsize=8)
