@@ -24,7 +24,7 @@ def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--sets", "small", "--model", str(tiny_checkpoint),
          "--device", "cpu", "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)  # a busy machine
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
 
@@ -51,6 +51,12 @@ def test_quick_run_writes_every_measure_as_json(tmp_path, tiny_checkpoint):
     assert search["documents"] == 500 and search["docs_per_s"] > 0
     assert search["queries"] == 20 and search["queries_with_hits"] > 0
     assert 0 < search["p50_ms"] <= search["p95_ms"] <= search["max_ms"]
+    assert search["old_fields"]["p95_ms"] > 0 and search["keyword_p95_new_vs_old"] > 0
+    assert search["library_queries"] == 5
+    for mode in ("keyword", "hybrid", "semantic"):
+        assert 0 < search["library"][mode]["p50_ms"] <= search["library"][mode]["p95_ms"]
+    assert search["query_encoding"]["numpy"]["p50_ms"] > 0
+    assert data["signals"] is None  # only with --signals (test_signals_side_by_side)
     assert data["memory"] is None  # --quick skips the scaling runs
     assert {"small_ingest_vs_model", "search_p95_ms", "search_docs_per_s"} <= set(data["targets"])
     # the table on stdout
@@ -177,3 +183,27 @@ def test_bad_options_are_refused():
     result = subprocess.run([sys.executable, str(SCRIPT), "--sets", "huge"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown set 'huge'" in result.stderr
+
+
+def test_signals_side_by_side(monkeypatch, tmp_path):
+    from benchmarks.capbench import signals
+
+    rates = {(False, False): [10.0, 20.0, 10.0], (True, False): [8.0, 14.0, 7.0],
+             (False, True): [9.5, 19.0, 9.0], (True, True): [7.0, 14.0, 6.0]}
+    calls = []
+
+    def fake_ingest(folder, library, args, ahead=0, objects=True, embedding=True):
+        calls.append((objects, embedding))
+        rate = rates[objects, embedding][sum(1 for c in calls if c == (objects, embedding)) - 1]
+        return {"images_per_s": rate, "steady_images_per_s": rate, "wall_seconds": 1.0,
+                "cpu_seconds": 1.0, "peak_rss_mb": 1.0, "tree_peak_rss_mb": 1.0, "captioned": 4}
+
+    monkeypatch.setattr(signals, "run_ingest", fake_ingest)
+    args = type("Args", (), {"rounds": 3})()
+    result = signals.measure_signals(tmp_path, tmp_path, args, ahead=0)
+    assert calls[:4] == [(False, False), (True, False), (False, True), (True, True)]  # in turn
+    assert result["plain"]["images_per_s"] == 10.0  # the median round
+    assert result["objects"]["rounds_vs_plain"] == [0.8, 0.7, 0.7]
+    assert result["objects"]["vs_plain"] == 0.7
+    assert result["embedding"]["vs_plain"] == 0.95
+    assert result["all_vs_objects"] == 0.875  # median of 7/8, 14/14, 6/7

@@ -42,3 +42,37 @@ def make_query(rng: random.Random) -> str:
     if kind < 0.8:
         return f"{_zipf(rng, _SUBJECTS).split()[-1]} {_zipf(rng, _PLACES).split()[-1]}"
     return f"{_zipf(rng, _SUBJECTS)} {_zipf(rng, _PLACES)}"
+
+
+# What the detector would name for a subject (COCO's classes); others find no object.
+_OBJECT_OF = {"man": "person", "woman": "person", "child": "person", "boy": "person",
+              "girl": "person", "people": "person", "cyclist": "bicycle", "skier": "skis",
+              "surfer": "surfboard", "player": "person", "crowd": "person", "baby": "person",
+              "couple": "person", "runner": "person", "swimmer": "person", "climber": "person",
+              "snowboarder": "snowboard", "dog": "dog", "puppy": "dog", "cat": "cat",
+              "kitten": "cat", "bird": "bird", "horse": "horse", "cow": "cow", "sheep": "sheep",
+              "car": "car", "truck": "truck", "bus": "bus", "train": "train", "boat": "boat",
+              "plane": "airplane", "coffee": "cup", "motorbike": "motorcycle"}
+_EXTRA_OBJECTS = ["person", "car", "chair", "bottle", "cup", "dog", "bench", "handbag",
+                  "backpack", "umbrella", "bicycle", "potted plant", "sports ball", "kite"]
+
+
+def make_alternates(rng: random.Random, caption: str, count: int = 2) -> list[str]:
+    """The beam's next best captions: the same subject, another verb or place."""
+    words = caption.split()
+    out = []
+    for _ in range(count):
+        changed = list(words)
+        changed[-1] = _zipf(rng, _PLACES).split()[-1]
+        out.append(" ".join(changed))
+    return out
+
+
+def make_objects(rng: random.Random, caption: str) -> list[dict]:
+    """Detected objects: the subject's COCO class (sometimes two of it) and a few others."""
+    found = [label for word, label in _OBJECT_OF.items() if f" {word} " in f" {caption} "][:1]
+    if found and rng.random() < 0.3:
+        found.append(found[0])
+    found += [_zipf(rng, _EXTRA_OBJECTS) for _ in range(rng.choice([0, 0, 1, 1, 2, 3]))]
+    return [{"label": label, "score": round(rng.uniform(0.3, 0.95), 3), "box": [0.0, 0.0, 10.0, 10.0]}
+            for label in found]

@@ -19,6 +19,7 @@ from .machine import loadavg, machine_info
 from .memory import measure_memory
 from .report import format_table, log, write_json
 from .search import measure_search
+from .signals import measure_signals
 from .stages import images_ahead, measure_data_path, measure_decode, measure_model
 from .summary import check_targets, set_ratios, side_by_side
 
@@ -53,7 +54,14 @@ def parse_args(argv=None):
                              "e.g. 300,3000; '' skips them (default 100,300; --quick: none)")
     parser.add_argument("--search-docs", type=int, default=100_000,
                         help="captions in the search index (default 100000; 0 skips search)")
-    parser.add_argument("--queries", type=int, default=1000, help="search queries to time")
+    parser.add_argument("--queries", type=int, default=1000,
+                        help="keyword queries to time on the new and the old index (default 1000)")
+    parser.add_argument("--library-queries", type=int, default=300,
+                        help="of those, how many go through the whole search in each mode, "
+                             "keyword, hybrid and semantic (default 300)")
+    parser.add_argument("--signals", action="store_true",
+                        help="also ingest the small set with each signal off, --rounds times in "
+                             "turn: captions alone, + objects, + embedding, all (the default)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the generated images here and reuse them next time "
                              "(default: a temporary folder, removed at the end)")
@@ -70,6 +78,7 @@ def parse_args(argv=None):
         args.batch_size = min(args.batch_size or 4, 4)
         args.search_docs = min(args.search_docs, 500)
         args.queries = min(args.queries, 20)
+        args.library_queries = min(args.library_queries, 5)
         if args.memory_sizes is None:
             args.memory_sizes = ""
     if args.memory_sizes is None:
@@ -109,6 +118,7 @@ def main(argv=None) -> dict:
         "sets": {},
         "ratios": {},
         "memory": None,
+        "signals": None,
         "search": None,
     }
     temp = Path(tempfile.mkdtemp(prefix="capindex-bench-"))
@@ -135,6 +145,13 @@ def main(argv=None) -> dict:
                                                 temp, ahead)
         sets = results["sets"]
         results["ratios"].update(set_ratios(sets))
+        if args.signals:
+            folder = data_dir / "small"
+            make_set(folder, "small", args.images)
+            results["signals"] = signals = measure_signals(folder, temp, args, ahead)
+            for name in ("objects", "embedding", "all"):
+                results["ratios"][f"ingest_{name}_vs_plain"] = signals[name]["vs_plain"]
+            results["ratios"]["ingest_all_vs_objects"] = signals["all_vs_objects"]
 
         if args.memory_sizes:
             results["memory"] = memory = measure_memory(args, data_dir, temp, ahead)
@@ -144,8 +161,10 @@ def main(argv=None) -> dict:
                     memory["marginal_images_per_s"] / sets["small"]["model"]["images_per_s"], 3)
         if args.search_docs:
             log(f"search: indexing {args.search_docs} captions")
-            results["search"] = measure_search(temp / "search-index", args.search_docs,
-                                               args.queries, args.batch_size)
+            results["search"] = search = measure_search(
+                temp / "search", args.search_docs, args.queries, args.batch_size,
+                args.library_queries)
+            results["ratios"]["keyword_p95_new_vs_old_fields"] = search["keyword_p95_new_vs_old"]
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     results["machine"]["load_average_end"] = loadavg()

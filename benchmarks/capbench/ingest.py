@@ -30,6 +30,16 @@ def steady_rate(points: list[tuple[float, int]], total: int, ahead: int) -> floa
     return round((n1 - n0) / (t1 - t0), 2)
 
 
+# `capindex` with the captioner loaded without the text-image embedding: the CLI has no
+# switch for it, but takes its captioner loader from the click context (cli/__init__.py).
+_WITHOUT_EMBEDDING = (
+    "import functools\n"
+    "from capindex.cli import main\n"
+    "from capindex.pipeline.caption import load_captioner\n"
+    "main(prog_name='capindex', obj={'load_captioner': functools.partial(load_captioner, "
+    "embedding=False)})\n")
+
+
 def capindex_command() -> list[str]:
     """The `capindex` console script of this interpreter's environment."""
     script = Path(sys.executable).with_name("capindex")
@@ -38,17 +48,31 @@ def capindex_command() -> list[str]:
     return [sys.executable, "-m", "capindex"]
 
 
+def this_checkout_env() -> dict:
+    """The environment for a subprocess that should import the capindex this process
+    imports (an editable install's console script would import its own checkout)."""
+    import capindex
+
+    root = str(Path(capindex.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
-               fresh: bool = True, ahead: int = 0) -> dict:
+               fresh: bool = True, ahead: int = 0, objects: bool = True,
+               embedding: bool = True) -> dict:
     """`capindex ingest FOLDER` into a fresh `library` (or the one there, with fresh=False);
-    time, rate (also its steady part: `steady_rate`, with `ahead`) and peak memory."""
+    time, rate (also its steady part: `steady_rate`, with `ahead`) and peak memory.
+    `objects`, `embedding`: False runs it without the detector, or without the embedding."""
     if fresh and library.exists():
         shutil.rmtree(library)
-    command = capindex_command()
+    command = capindex_command() if embedding else [sys.executable, "-c", _WITHOUT_EMBEDDING]
     if profile is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]]
     command += ["--library", str(library), "ingest", str(folder),
                 "--batch-size", str(args.batch_size), "--device", args.device]
+    if not objects:
+        command += ["--no-objects"]
     if args.workers is not None:
         command += ["--workers", str(args.workers)]
     if args.threads:
@@ -63,7 +87,7 @@ def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
     started = time.perf_counter()
     try:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=slave)
+                                stderr=slave, env=this_checkout_env())
     except BaseException:
         os.close(master)
         raise

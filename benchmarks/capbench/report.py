@@ -79,11 +79,38 @@ def format_table(results: dict) -> str:
         if results["memory"]["marginal_images_per_s"]:
             lines.append(f"sustained: the larger run's added images at "
                          f"{results['memory']['marginal_images_per_s']}/s (per-run costs cancel)")
+    if results.get("signals"):
+        g = results["signals"]
+        lines += ["", f"signals: capindex ingest of {g['images']} small images, {g['rounds']} "
+                      "rounds in turn (images/s, median round; rate over captions alone)"]
+        for name in ("plain", "objects", "embedding", "all"):
+            e = g[name]
+            lines.append(f"  {name:<10}{e['images_per_s']:>8.1f}/s  steady "
+                         f"{e['steady_images_per_s']}/s  CPU {e['cpu_seconds']} s"
+                         + (f"  x{e['vs_plain']:.2f} (rounds "
+                            f"{', '.join(f'{r:.2f}' for r in e['rounds_vs_plain'])})"
+                            if "vs_plain" in e else ""))
+        lines.append(f"  all / objects (the embedding's cost): {g['all_vs_objects']:.2f}")
     if results.get("search"):
         q = results["search"]
-        lines += ["", f"search: {q['documents']} captions indexed at {q['docs_per_s']:.0f}/s "
-                      f"({q['segments']} segments, {q['index_mb']} MB); {q['queries']} queries "
-                      f"p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms, max {q['max_ms']:.1f} ms"]
+        o = q["old_fields"]
+        lines += ["", f"search: {q['documents']} rows indexed at {q['docs_per_s']:.0f}/s "
+                      f"({q['segments']} segments, {q['index_mb']} MB; old fields only "
+                      f"{o['docs_per_s']:.0f}/s, {o['index_mb']} MB); {q['queries']} keyword "
+                      f"queries p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms, max "
+                      f"{q['max_ms']:.1f} ms; old fields only p50 {o['p50_ms']:.1f}, p95 "
+                      f"{o['p95_ms']:.1f} ms (p95 new/old {q['keyword_p95_new_vs_old']:.2f}; "
+                      f"CPU p95 {q['cpu_p95_ms']:.1f} / {o['cpu_p95_ms']:.1f} ms)"]
+        for mode, e in q["library"].items():
+            lines.append(f"  whole search, {mode:<9} ({q['library_queries']} queries, warm): "
+                         f"p50 {e['p50_ms']:.1f} ms, p95 {e['p95_ms']:.1f} ms, max "
+                         f"{e['max_ms']:.1f} ms (CPU p50 {e['cpu_p50_ms']:.1f}, p95 "
+                         f"{e['cpu_p95_ms']:.1f} ms)")
+        for way in ("numpy", "torch"):
+            e = q["query_encoding"][way]
+            lines.append(f"  encoding a query, {way}: p50 {e['p50_ms']:.1f} ms, p95 "
+                         f"{e['p95_ms']:.1f} ms (CPU p50 {e['cpu_p50_ms']:.1f}, p95 "
+                         f"{e['cpu_p95_ms']:.1f} ms)")
     if results.get("targets"):
         lines.append("")
         for key, check in results["targets"].items():

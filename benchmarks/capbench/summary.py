@@ -15,6 +15,11 @@ TARGETS = {
     "large_vs_small_steady_ingest": 0.80,
     "search_p95_ms": 50.0,  # at most
     "search_docs_per_s": 2000.0,
+    "ingest_all_vs_plain": 0.70,  # issue 16: the new signals keep 70% of the images/s
+    "ingest_all_vs_objects": 0.90,  # issue 17: the embedding costs under 10%
+    "keyword_p95_new_vs_old_fields": 1.20,  # at most (issue 16)
+    "hybrid_p95_ms": 50.0,  # at most (issue 17)
+    "query_encoding_p95_ms": 30.0,  # at most (issue 17)
 }
 
 
@@ -78,6 +83,20 @@ def check_targets(results: dict) -> dict:
                                    "met": search["p95_ms"] < TARGETS["search_p95_ms"]}
         checks["search_docs_per_s"] = {"value": search["docs_per_s"], "target": ">= 2000",
                                        "met": search["docs_per_s"] >= TARGETS["search_docs_per_s"]}
+    for key in ("ingest_all_vs_plain", "ingest_all_vs_objects"):
+        if key in ratios:
+            checks[key] = {"value": ratios[key], "target": f">= {TARGETS[key]}",
+                           "met": ratios[key] >= TARGETS[key]}
+    if search:
+        key = "keyword_p95_new_vs_old_fields"
+        checks[key] = {"value": ratios[key], "target": f"<= {TARGETS[key]}",
+                       "met": ratios[key] <= TARGETS[key]}
+        hybrid = search["library"]["hybrid"]["p95_ms"]
+        checks["hybrid_p95_ms"] = {"value": hybrid, "target": "<= 50",
+                                   "met": hybrid <= TARGETS["hybrid_p95_ms"]}
+        encoding = search["query_encoding"]["numpy"]["p95_ms"]
+        checks["query_encoding_p95_ms"] = {"value": encoding, "target": "<= 30",
+                                           "met": encoding <= TARGETS["query_encoding_p95_ms"]}
     memory = results.get("memory")
     if memory and len(memory["runs"]) > 1:
         growth = memory["tree_peak_rss_growth_mb"]

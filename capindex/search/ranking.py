@@ -127,7 +127,7 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
         raise ValueError("offset and limit must not be negative")
     found = _Ranking(library, text, mode, like, notes, filters, fusion, limit, boosts)
     if found.browsing:
-        with library.open_catalog(read_only=True) as catalog:
+        with library.read_catalog() as catalog:
             ids = catalog.newest(limit, offset, **found.filter_kwargs)
         return _hits(library, [(row_id, 0.0) for row_id in ids], {}, {}, False, offset)
     ranked = found.ranked(offset + limit)
@@ -144,7 +144,7 @@ def count(library: LibraryDir, text: str = "", mode: str = "hybrid", like: str |
     and vector candidates its fusion takes; every image for "" (all passing `filters`)."""
     found = _Ranking(library, text, mode, like, notes, filters, fusion, limit, boosts)
     if found.browsing:
-        with library.open_catalog(read_only=True) as catalog:
+        with library.read_catalog() as catalog:
             return catalog.count_matching(**found.filter_kwargs)
     return found.count()
 
@@ -171,7 +171,7 @@ class _Ranking:
         if not like and not self.browsing:
             check_query(text)
         self.index = KeywordIndex(library.index_dir)
-        with library.open_catalog(read_only=True) as catalog:
+        with library.read_catalog() as catalog:
             if self.browsing:
                 if not catalog.has_ok_rows():
                     raise EmptyLibraryError(str(library.root))
@@ -249,7 +249,7 @@ def similar(library: LibraryDir, image_id: int, limit: int = 12,
         return []
     allowed = None
     if filters is not None and not filters.is_empty():
-        with library.open_catalog(read_only=True) as catalog:
+        with library.read_catalog() as catalog:
             allowed = catalog.ids_matching(**filters.as_kwargs())
     ranked = vectors.search(vector, limit, {image_id}, allowed)
     return _hits(library, ranked, {}, dict(ranked), False)
@@ -284,7 +284,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
     from capindex.search import semantic
 
     key = catalog_path(os.path.abspath(photo))
-    with library.open_catalog(read_only=True) as catalog:
+    with library.read_catalog() as catalog:
         row_id = catalog.id_of(key)
     stored = vectors.vector(row_id) if row_id is not None else None
     return stored if stored is not None else semantic.photo_vector(photo)
@@ -292,7 +292,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
 
 def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
           fused: bool, offset: int = 0) -> list[Hit]:
-    with library.open_catalog(read_only=True) as catalog:
+    with library.read_catalog() as catalog:
         rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
     hits = []
     for row_id, score in ranked:

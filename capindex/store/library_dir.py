@@ -122,6 +122,16 @@ class LibraryDir:
             create_catalog(self.catalog_path)
         return Catalog(self.catalog_path, read_only=read_only and not create)
 
+    def read_catalog(self):
+        """The catalogue for search's reads, without loading SQLAlchemy
+        (store/catalog_reader.py); the same checks and errors as open_catalog(read_only=True)."""
+        from capindex.store.catalog_reader import CatalogReader
+
+        self.check_owner()
+        if not self.exists():
+            return self.open_catalog(read_only=True)  # raises what it should
+        return CatalogReader(self.catalog_path, lambda: self.open_catalog(read_only=True))
+
     def make_root(self) -> None:
         """Create the library folder, owner-only."""
         try:

@@ -1,10 +1,12 @@
 """The image row, declared once.
 
-`COLUMNS` is the single definition. The SQLAlchemy table (`images_table`, mapped
-by `ImageRecord`) and the Arrow schema (`ARROW_SCHEMA`, used by the Parquet
-mirror and by `capindex export`) are both derived from it, so the catalogue,
-the Parquet files and every export always carry the same columns in the same
-order. docs/architecture.md documents each column; a test keeps the two in step.
+`COLUMNS` is the single definition. The SQLAlchemy table (`images_table`) and the
+Arrow schema (`ARROW_SCHEMA`, used by the Parquet mirror and by `capindex export`)
+are both derived from it, so the catalogue, the Parquet files and every export
+always carry the same columns in the same order. docs/architecture.md documents
+each column; a test keeps the two in step. pyarrow (0.3-0.4 s to import) loads on
+the first use of the Arrow side, so a search, which reads only the catalogue, never
+loads it.
 
 A row in Python is a plain dict keyed by column name, with these values:
 int, float, str, `datetime` (naive, see the column docs), and for `tags` a list
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Bump when COLUMNS change; Parquet parts written with another version are rebuilt, and
 # a catalogue missing columns gets them added (`catalog.py`).
@@ -29,29 +33,40 @@ SCHEMA_VERSION = 3
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # a key of KINDS
+    kind: str  # a key of SQL_TYPES and of arrow_types()
     doc: str
     nullable: bool = True
 
 
-# kind -> (SQLAlchemy type, Arrow type)
-KINDS: dict[str, tuple[Any, pa.DataType]] = {
-    "int": (sa.Integer(), pa.int64()),
-    "float": (sa.Float(), pa.float64()),
-    "text": (sa.Text(), pa.string()),
-    "datetime": (sa.DateTime(), pa.timestamp("us")),
-    "tags": (
-        sa.JSON(none_as_null=True),
-        pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())])),
-    ),
-    "texts": (sa.JSON(none_as_null=True), pa.list_(pa.string())),
-    "vector": (sa.LargeBinary(), pa.binary()),
-    "objects": (
-        sa.JSON(none_as_null=True),
-        pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64()),
-                            ("box", pa.list_(pa.float64()))])),
-    ),
+# kind -> SQLAlchemy type; arrow_types() gives the Arrow type of each kind.
+SQL_TYPES: dict[str, Any] = {
+    "int": sa.Integer(),
+    "float": sa.Float(),
+    "text": sa.Text(),
+    "datetime": sa.DateTime(),
+    "tags": sa.JSON(none_as_null=True),
+    "texts": sa.JSON(none_as_null=True),
+    "vector": sa.LargeBinary(),
+    "objects": sa.JSON(none_as_null=True),
 }
+
+
+@cache
+def arrow_types() -> dict[str, pa.DataType]:
+    """kind -> Arrow type (pyarrow imported here, on first use)."""
+    import pyarrow as pa
+
+    return {
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "text": pa.string(),
+        "datetime": pa.timestamp("us"),
+        "tags": pa.list_(pa.struct([("label", pa.string()), ("prob", pa.float64())])),
+        "texts": pa.list_(pa.string()),
+        "vector": pa.binary(),
+        "objects": pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64()),
+                                       ("box", pa.list_(pa.float64()))])),
+    }
 
 COLUMNS: tuple[Column, ...] = (
     Column("id", "int", "Row id, assigned once and never reused; kept when a file moves.", False),
@@ -98,12 +113,11 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 
 
-class Base(DeclarativeBase):
-    pass
+metadata = sa.MetaData()
 
 
 def _sql_column(column: Column) -> sa.Column:
-    sql_type = KINDS[column.kind][0]
+    sql_type = SQL_TYPES[column.kind]
     if column.name == "id":
         return sa.Column("id", sql_type, primary_key=True, autoincrement=True, comment=column.doc)
     return sa.Column(column.name, sql_type, nullable=column.nullable, comment=column.doc)
@@ -111,7 +125,7 @@ def _sql_column(column: Column) -> sa.Column:
 
 images_table = sa.Table(
     "images",
-    Base.metadata,
+    metadata,
     *(_sql_column(c) for c in COLUMNS),
     sa.Index("ix_images_path", "path", unique=True),
     sa.Index("ix_images_sha256", "sha256"),
@@ -123,29 +137,36 @@ images_table = sa.Table(
 # Library bookkeeping: the seq counter and the schema version.
 meta_table = sa.Table(
     "meta",
-    Base.metadata,
+    metadata,
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
 
 
-class ImageRecord(Base):
-    """ORM view of one row of `images`, for code that prefers objects to dicts."""
+@cache
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of a row (also `ARROW_SCHEMA`, built on first use)."""
+    import pyarrow as pa
 
-    __table__ = images_table
+    return pa.schema(
+        [pa.field(c.name, arrow_types()[c.kind], nullable=c.nullable) for c in COLUMNS],
+        metadata={"capindex.schema_version": str(SCHEMA_VERSION)},
+    )
 
 
-ARROW_SCHEMA = pa.schema(
-    [pa.field(c.name, KINDS[c.kind][1], nullable=c.nullable) for c in COLUMNS],
-    metadata={"capindex.schema_version": str(SCHEMA_VERSION)},
-)
+def __getattr__(name: str):
+    if name == "ARROW_SCHEMA":  # `from capindex.store.schema import ARROW_SCHEMA` works
+        return arrow_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_arrow(rows: Iterable[dict]) -> pa.Table:
     """Row dicts -> an Arrow table with exactly ARROW_SCHEMA."""
+    import pyarrow as pa
+
     rows = list(rows)
     return pa.Table.from_pydict(
-        {name: [row.get(name) for row in rows] for name in COLUMN_NAMES}, schema=ARROW_SCHEMA
+        {name: [row.get(name) for row in rows] for name in COLUMN_NAMES}, schema=arrow_schema()
     )
 
 
@@ -154,5 +175,5 @@ def columns_markdown() -> str:
     lines = ["| column | type | meaning |", "| --- | --- | --- |"]
     for c in COLUMNS:
         required = "" if c.nullable else ", never null"
-        lines.append(f"| `{c.name}` | `{KINDS[c.kind][1]}`{required} | {c.doc} |")
+        lines.append(f"| `{c.name}` | `{arrow_types()[c.kind]}`{required} | {c.doc} |")
     return "\n".join(lines)
