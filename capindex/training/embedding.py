@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from capindex.model.embedding import EmbeddingConfig, EmbeddingNet, save_embedding
+from capindex.model.embedding import EmbeddingConfig, EmbeddingNet, load_embedding, save_embedding
 from capindex.model.encoder import ENCODER_ID, Encoder, weights_sha256
 from capindex.model.text_encoder import TEXT_MODEL_ID, TextEncoder
+from capindex.model.vocab import tokenize
 from capindex.training.datasets import CaptionDataset
 from capindex.training.features import cached_features
 from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
+from capindex.training.search_eval import WORDS
 from capindex.training.text_features import cached_text_embeddings
 
 
@@ -45,6 +47,9 @@ class EmbeddingTrainConfig:
     hard_batches: float = 0.0  # share of passes whose batches hold images of one cluster
     clusters: int = 32  # k-means clusters of caption centroids, for hard batches
     patience: int = 2  # epochs without a better val R@10 before stopping
+    word_weight: float = 0.0  # auxiliary loss: single words of the captions as queries
+    word_min_images: int = 5  # a word is a training query when this many train images use it
+    init: str | None = None  # a checkpoint to start from (its model config is kept), or None
     seed: int = 0
     model: dict = field(default_factory=_shipped_model)  # overrides of EmbeddingConfig fields
 
@@ -55,6 +60,19 @@ class ValSplit:
     images: torch.Tensor  # (I,) indices into EmbeddingData's image rows
     captions: torch.Tensor  # (Q,) indices into EmbeddingData.text
     targets: torch.Tensor  # (Q,) position of each caption's image within `images`
+    words: torch.Tensor | None = None  # (W, 384) MiniLM vectors of search_eval.WORDS found here
+    word_relevant: torch.Tensor | None = None  # (W, I) bool: image relevant to the word
+
+
+@dataclass
+class WordQueries:
+    """Single caption words as training queries (`word_weight`)."""
+
+    words: list[str]  # content words used by `word_min_images` train images or more
+    vectors: torch.Tensor  # (V, 384) float32 unit MiniLM vectors of the words
+    positive: torch.Tensor  # (images, V) bool: the image's captions use the word (two of
+    # them; the one caption when it has one), as the word or its plural
+    unsure: torch.Tensor  # (images, V) bool: fewer captions use it: neither positive nor negative
 
 
 @dataclass
@@ -70,6 +88,7 @@ class EmbeddingData:
     val: list[ValSplit]
     data: list[dict]  # provenance: dataset names and sizes
     timings: dict  # seconds spent on image features and text embeddings
+    words: WordQueries | None = None
 
     def captions_of(self) -> list[torch.Tensor]:
         """Caption indices of each image row."""
@@ -85,8 +104,9 @@ class EmbeddingData:
 
 
 def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
-                 log: Callable[[str], None] = print) -> EmbeddingData:
-    """Encoder grids + logits of every image and MiniLM vectors of every caption (both cached)."""
+                 log: Callable[[str], None] = print, word_min_images: int = 5) -> EmbeddingData:
+    """Encoder grids + logits of every image and MiniLM vectors of every caption (both cached),
+    the caption words as training queries and the evaluation's word queries of each val split."""
     encoder: list[Encoder] = []  # built only when features or logits are needed
     text_encoder: list[TextEncoder] = []
 
@@ -136,10 +156,77 @@ def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
         fc = encoder_factory().net._fc
         logits = torch.cat([fc(p) for p in pooled.split(1024)])  # (images, 1000)
     encoder.clear()
+    caption_image = torch.tensor(caption_image)
+    tokens = [set(tokenize(t)) for t in texts]
+    train = torch.tensor(train)
+    start = time.perf_counter()
+    words = _word_queries(tokens, caption_image, len(pooled), train, word_min_images,
+                          cache_dir, text_factory)
+    eval_words = cached_text_embeddings(list(WORDS), cache_dir, text_factory, label="eval-words")
+    relevant_all = _enough(_mentions(list(WORDS), tokens, caption_image, len(pooled),
+                                     plurals=False), caption_image, len(pooled))[0]
+    for split in val:
+        relevant = relevant_all[split.images].T  # (W, I)
+        found = relevant.any(dim=1)
+        split.words, split.word_relevant = eval_words[found], relevant[found]
+    text_seconds += time.perf_counter() - start
+    log(f"word queries: {len(words.words)} words, {int(words.positive.sum())} image-word pairs")
     return EmbeddingData(grid, pooled, logits, torch.cat(text_vectors).float(),
-                         torch.tensor(caption_image), torch.tensor(train), val, data,
+                         caption_image, train, val, data,
                          {"image_features_s": round(image_seconds, 1),
-                          "text_embeddings_s": round(text_seconds, 1)})
+                          "text_embeddings_s": round(text_seconds, 1)}, words)
+
+
+def _mentions(words: list[str], tokens: list[set[str]], caption_image: torch.Tensor,
+              images: int, plurals: bool = True) -> torch.Tensor:
+    """(images, words) int: how many of each image's captions use each word, as the word or
+    its plural (+s, +es). `plurals`: a caption word is also read as its singular when that
+    is one of `words` ("dogs" counts for "dog"), instead of looking for each word's forms."""
+    index = {w: i for i, w in enumerate(words)}
+    forms = {} if plurals else {f: i for w, i in index.items() for f in (w, w + "s", w + "es")}
+    rows, cols = [], []
+    for caption, row in zip(tokens, caption_image.tolist()):
+        found = set()
+        for t in caption:
+            if plurals:
+                found.update(index[f] for f in (t, t[:-1] if t.endswith("s") else "",
+                                                t[:-2] if t.endswith("es") else "") if f in index)
+            elif t in forms:
+                found.add(forms[t])
+        rows += [row] * len(found)
+        cols += found
+    counts = torch.zeros(images, len(words), dtype=torch.int16)
+    counts.index_put_((torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)),
+                      torch.ones(len(rows), dtype=torch.int16), accumulate=True)
+    return counts
+
+
+def _enough(counts: torch.Tensor, caption_image: torch.Tensor,
+            images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relevant, unsure) bool (images, words): used by two captions (the one caption of an
+    image that has one), as search_eval's relevance; used by fewer but not none."""
+    need = torch.bincount(caption_image, minlength=images).clamp(max=2).unsqueeze(1)  # (images, 1)
+    return counts >= need, (counts > 0) & (counts < need)
+
+
+def _word_queries(tokens: list[set[str]], caption_image: torch.Tensor, images: int,
+                  train: torch.Tensor, min_images: int, cache_dir: Path,
+                  text_factory: Callable) -> WordQueries:
+    """The content words of the train captions as queries: each with its positive images."""
+    from whoosh.analysis import STOP_WORDS
+
+    used: dict[str, set[int]] = {}
+    is_train = set(train.tolist())
+    for caption, row in zip(tokens, caption_image.tolist()):
+        if row in is_train:
+            for t in caption:
+                used.setdefault(t, set()).add(row)
+    words = sorted(w for w, rows in used.items() if len(rows) >= min_images and len(w) > 1
+                   and w not in STOP_WORDS and not w.isdigit())
+    vectors = cached_text_embeddings(words, cache_dir, text_factory, label="train-words")
+    positive, unsure = _enough(_mentions(words, tokens, caption_image, images), caption_image,
+                               images)
+    return WordQueries(words, vectors.float(), positive, unsure)
 
 
 def _info_nce(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -161,7 +248,13 @@ def evaluate(net: EmbeddingNet, data: EmbeddingData, split: ValSplit) -> dict:
     net.eval()
     images = torch.cat([_image_vectors(net, data, rows) for rows in split.images.split(256)])
     queries = net.text(data.text[split.captions])
-    return retrieval_scores(text_to_image_ranks(queries, images, split.targets))
+    scores = retrieval_scores(text_to_image_ranks(queries, images, split.targets))
+    if split.words is not None and len(split.words):
+        top = (net.text(split.words) @ images.T).topk(min(10, len(images)), dim=1).indices
+        hits = split.word_relevant.gather(1, top).sum(dim=1)  # (W,)
+        wanted = split.word_relevant.sum(dim=1).clamp(max=10)
+        scores["words_P@10"] = round(float((hits / wanted).mean()), 4)
+    return scores
 
 
 def _kmeans(vectors: torch.Tensor, k: int, generator: torch.Generator, steps: int = 20) -> torch.Tensor:
@@ -194,11 +287,26 @@ def _epoch_pairs(images: torch.Tensor, captions_of: list[torch.Tensor], config: 
     return [batches[i] for i in perm]
 
 
+def _word_loss(net: EmbeddingNet, words: WordQueries, rows: torch.Tensor,
+               images: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Multi-positive InfoNCE of each word used in the batch over the batch's images: the
+    images whose captions use it are its positives, those with a single mention are left out."""
+    positive, unsure = words.positive[rows], words.unsure[rows]  # (B, V)
+    used = positive.any(dim=0).nonzero().squeeze(1)  # (W,)
+    positive, unsure = positive[:, used].T, unsure[:, used].T  # (W, B)
+    logits = scale * net.text(words.vectors[used]) @ images.T  # (W, B)
+    logits = logits.masked_fill(unsure, -math.inf)
+    return (logits.logsumexp(dim=1) - logits.masked_fill(~positive, -math.inf).logsumexp(dim=1)).mean()
+
+
 def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
         log: Callable[[str], None] = print) -> tuple[EmbeddingNet, dict]:
     """Train; return the network of the best epoch (by first val split's R@10) and a report."""
     torch.manual_seed(config.seed)
-    net = EmbeddingNet(EmbeddingConfig(**config.model))
+    if config.init:
+        net = load_embedding(config.init)[0].train()
+    else:
+        net = EmbeddingNet(EmbeddingConfig(**config.model))
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -221,6 +329,8 @@ def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
             loss = _info_nce(images, net.text(data.text[caps]), scale)
             if config.centroid_weight:
                 loss = loss + config.centroid_weight * _info_nce(images, net.text(centroids[rows]), scale)
+            if config.word_weight:
+                loss = loss + config.word_weight * _word_loss(net, data.words, rows, images, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -231,7 +341,8 @@ def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
                         "temperature": round(1 / float(net.scale().detach()), 4), "val": scores})
         log(f"epoch {epoch}: loss {total / max(steps, 1):.3f}  " + "  ".join(
             f"{name} R@1 {s['R@1']:.3f} R@5 {s['R@5']:.3f} R@10 {s['R@10']:.3f} "
-            f"medr {s['median_rank']:g}" for name, s in scores.items()))
+            f"medr {s['median_rank']:g} words P@10 {s.get('words_P@10', float('nan')):.3f}"
+            for name, s in scores.items()))
         key = (primary["R@10"], primary["R@5"], primary["R@1"])
         if key > best_key:
             best_key, best, stale = key, {"epoch": epoch, "val": scores}, 0
