@@ -188,7 +188,10 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
                 and plan.tasks[item.index].old.embedding_model != embedding_id]
     vectors = {}
     if to_embed:  # the encoder and the embedding only: the caption is kept
-        vectors = dict(zip(to_embed, model.captioner.embed_batch(batch.images[to_embed])))
+        embedded = model.captioner.embed_batch(batch.images[to_embed])
+        tagger = getattr(model.captioner, "concept_words", None)  # absent on test doubles
+        concepts = tagger(embedded) if tagger else [None] * len(embedded)
+        vectors = {k: (v, words) for k, v, words in zip(to_embed, embedded, concepts)}
     changes = Changes()
     for item in batch.items:
         task = plan.tasks[item.index]
@@ -206,7 +209,8 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
             elif objects is not None:  # found only where the row needed them
                 fields.update(objects=objects, detector_id=detector.detector_id)
             if k in vectors:
-                fields.update(embedding_columns(vectors[k], embedding_id))
+                vector, words = vectors[k]
+                fields.update(embedding_columns(vector, embedding_id, words))
             if fields:
                 changes.updates.append((task.old.id, fields))
                 summary.enriched += 1

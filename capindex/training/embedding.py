@@ -13,13 +13,19 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from capindex.model.embedding import EmbeddingConfig, EmbeddingNet, load_embedding, save_embedding
+from capindex.model.embedding import (
+    ConceptTable,
+    EmbeddingConfig,
+    EmbeddingNet,
+    load_embedding,
+    save_embedding,
+)
 from capindex.model.encoder import ENCODER_ID, Encoder, weights_sha256
 from capindex.model.text_encoder import TEXT_MODEL_ID, TextEncoder
 from capindex.model.vocab import tokenize
@@ -50,6 +56,10 @@ class EmbeddingTrainConfig:
     word_weight: float = 0.0  # auxiliary loss: single words of the captions as queries
     word_min_images: int = 5  # a word is a training query when this many train images use it
     init: str | None = None  # a checkpoint to start from (its model config is kept), or None
+    concept_z: float = 2.0  # a concept word's threshold: its mean cosine over the train images
+    # plus this many standard deviations (ConceptTable)
+    concept_limit: int = 10  # most concept words per image
+    then: dict | None = None  # overrides of a second stage that starts from the first's best
     seed: int = 0
     model: dict = field(default_factory=_shipped_model)  # overrides of EmbeddingConfig fields
 
@@ -201,6 +211,32 @@ def _mentions(words: list[str], tokens: list[set[str]], caption_image: torch.Ten
     return counts
 
 
+# Words of the train captions that say nothing about what a photo shows: no concept words.
+FUNCTION_WORDS = frozenset("""
+    about above across after against all along among another any around away back because
+    before behind being below beneath beside besides between both down during each either
+    else every few from front he her here hers him his how into its itself just many more
+    most much near next nothing off one onto other others out over own past some someone
+    something still such than their them then there these they those through together too
+    toward towards under until upon very what where which while whilst who whose why within
+    without
+""".split())
+
+
+def concept_table(net: EmbeddingNet, data: EmbeddingData, z: float, limit: int) -> ConceptTable:
+    """The words the shipped embedding tags images with: the train captions' words as queries,
+    each with the cosine threshold `z` standard deviations above its mean over the train
+    images (calibrated on train; `limit` and `z` chosen by keyword search on val)."""
+    keep = [i for i, w in enumerate(data.words.words) if w not in FUNCTION_WORDS]
+    with torch.no_grad():
+        net.eval()
+        words = net.text(data.words.vectors[keep])  # (V, dim)
+        images = torch.cat([_image_vectors(net, data, rows) for rows in data.train_images.split(1024)])
+        sims = images @ words.T  # (T, V)
+    mean, std = sims.mean(dim=0), sims.std(dim=0)
+    return ConceptTable([data.words.words[i] for i in keep], words, mean + z * std, std, limit)
+
+
 def _enough(counts: torch.Tensor, caption_image: torch.Tensor,
             images: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(relevant, unsure) bool (images, words): used by two captions (the one caption of an
@@ -301,12 +337,25 @@ def _word_loss(net: EmbeddingNet, words: WordQueries, rows: torch.Tensor,
 
 def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
         log: Callable[[str], None] = print) -> tuple[EmbeddingNet, dict]:
-    """Train; return the network of the best epoch (by first val split's R@10) and a report."""
+    """Train; return the network of the best epoch (by first val split's R@10) and a report.
+    With `config.then`, train on from that network with those overrides (a second stage)."""
     torch.manual_seed(config.seed)
-    if config.init:
-        net = load_embedding(config.init)[0].train()
-    else:
-        net = EmbeddingNet(EmbeddingConfig(**config.model))
+    net = (load_embedding(config.init)[0] if config.init
+           else EmbeddingNet(EmbeddingConfig(**config.model)))
+    net, report = _fit_stage(net, data, config, log)
+    if not config.then:
+        return net, report
+    log(f"second stage: {config.then}")
+    second = replace(config, **{**config.then, "then": None, "init": None})
+    net, last = _fit_stage(net, data, second, log)
+    return net, {"best": last["best"], "first": report,
+                 "history": last["history"],
+                 "train_seconds": round(report["train_seconds"] + last["train_seconds"], 1)}
+
+
+def _fit_stage(net: EmbeddingNet, data: EmbeddingData, config: EmbeddingTrainConfig,
+               log: Callable[[str], None]) -> tuple[EmbeddingNet, dict]:
+    net.train()
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -360,7 +409,7 @@ def train_embedding(datasets: list[CaptionDataset], out_path: str | Path,
                     config: EmbeddingTrainConfig, cache_dir: str | Path,
                     log: Callable[[str], None] = print, command: str | None = None) -> dict:
     """Prepare features, train, write the best epoch's checkpoint to `out_path`; the report."""
-    data = prepare_data(datasets, Path(cache_dir), log)
+    data = prepare_data(datasets, Path(cache_dir), log, config.word_min_images)
     net, report = fit(data, config, log)
     provenance = {
         "model_id": f"capindex-embedding-{dt.date.today():%Y%m%d}",
@@ -374,7 +423,8 @@ def train_embedding(datasets: list[CaptionDataset], out_path: str | Path,
         "command": command,
         "torch": str(torch.__version__),
     }
-    save_embedding(out_path, net, provenance)
+    save_embedding(out_path, net, provenance,
+                   concepts=concept_table(net, data, config.concept_z, config.concept_limit))
     return {**report, "timings": {**data.timings, "train_s": report["train_seconds"]},
             "out": str(out_path)}
 
