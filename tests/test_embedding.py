@@ -18,7 +18,13 @@ from capindex.model.embedding import (
     save_embedding,
 )
 from capindex.model.text_encoder import TEXT_DIM, TextEncoder
-from capindex.training.embedding import EmbeddingData, EmbeddingTrainConfig, ValSplit, fit
+from capindex.training.embedding import (
+    EmbeddingData,
+    EmbeddingTrainConfig,
+    ValSplit,
+    WordQueries,
+    fit,
+)
 from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -134,9 +140,15 @@ def _synthetic_data(images: int = 96, seed: int = 0) -> EmbeddingData:
     text = torch.nn.functional.normalize(text, dim=-1)
     val = torch.arange(images - 16, images)
     caps = torch.arange(2 * (images - 16), 2 * images)
+    # eight "words", each used by the captions of every eighth image
+    positive = torch.arange(images)[:, None] % 8 == torch.arange(8)[None, :]  # (images, 8)
+    word_vectors = torch.nn.functional.normalize(positive.float().T @ text[::2], dim=-1)
+    words = WordQueries([f"w{i}" for i in range(8)], word_vectors, positive,
+                        torch.zeros_like(positive))
+    split = ValSplit("synthetic", val, caps, caption_image[caps] - (images - 16),
+                     word_vectors, positive[val].T)
     return EmbeddingData(grids, pooled, logits, text, caption_image, torch.arange(images - 16),
-                         [ValSplit("synthetic", val, caps, caption_image[caps] - (images - 16))],
-                         [{"name": "synthetic"}], {})
+                         [split], [{"name": "synthetic"}], {}, words)
 
 
 @pytest.mark.parametrize("model", [{"hidden": 64}, {"hidden": 64, "pooling": "attention",
@@ -145,8 +157,79 @@ def test_tiny_training_lowers_the_loss(model):
     torch.set_num_threads(2)
     data = _synthetic_data()
     config = EmbeddingTrainConfig(epochs=6, batch_size=16, lr=3e-3, captions_per_image=2,
-                                  centroid_weight=0.5, patience=10, model=model)
+                                  centroid_weight=0.5, patience=10, model=model, then=None)
     _net, report = fit(data, config, log=lambda m: None)
     losses = [h["loss"] for h in report["history"]]
     assert losses[-1] < 0.8 * losses[0]
     assert report["best"]["val"]["synthetic"]["R@5"] > 5 / 16  # better than chance
+
+
+def test_a_second_stage_with_word_queries_starts_from_the_first():
+    torch.set_num_threads(2)
+    data = _synthetic_data()
+    config = EmbeddingTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions_per_image=2,
+                                  patience=10, model={"hidden": 64, "text_adapter": True},
+                                  then={"word_weight": 1.0, "epochs": 2, "lr": 1e-3})
+    _net, report = fit(data, config, log=lambda m: None)
+    assert len(report["first"]["history"]) == 3 and len(report["history"]) == 2
+    scores = report["best"]["val"]["synthetic"]
+    assert scores["R@5"] > 5 / 16  # better than chance
+    assert scores["words_P@10"] > 0.5  # two of the 16 val images use each word: chance 1/8
+
+
+def test_word_loss_prefers_the_images_whose_captions_use_the_word():
+    from capindex.training.embedding import _word_loss
+
+    net = EmbeddingNet(EmbeddingConfig(hidden=8))  # no text adapter: words stay as given
+    e = torch.eye(384)
+    # word 0: images 0 and 1 use it, image 3 once (unsure); word 1: image 2
+    positive = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=torch.bool)
+    unsure = torch.tensor([[0, 0], [0, 0], [0, 0], [1, 0]], dtype=torch.bool)
+    words = WordQueries(["dog", "beach"], e[:2], positive, unsure)
+    rows, scale = torch.arange(4), torch.tensor(10.0)
+    aligned = _word_loss(net, words, rows, e[[0, 0, 1, 1]], scale)
+    swapped = _word_loss(net, words, rows, e[[1, 1, 0, 0]], scale)
+    assert torch.isfinite(aligned) and aligned < swapped
+    # the unsure image is neither positive nor negative for the word it has once
+    moved = _word_loss(net, words, rows, e[[0, 0, 1, 0]], scale)
+    assert moved < aligned  # image 3 left word 1's negatives; word 0 does not count it
+
+
+def test_word_mentions_match_the_search_evaluation():
+    from capindex.training.datasets import CaptionDataset
+    from capindex.training.embedding import _enough, _mentions
+    from capindex.training.search_eval import relevant_images
+
+    captions = {"a.jpg": ["Two dogs run.", "A dog on grass", "a brown animal"],
+                "b.jpg": ["A dog.", "a cat sits", "a cat and its toy"],
+                "c.jpg": ["One dog in the snow"]}
+    names = sorted(captions)
+    ds = CaptionDataset("toy", Path("."), captions, names, [])
+    from capindex.model.vocab import tokenize
+
+    tokens = [set(tokenize(c)) for n in names for c in captions[n]]
+    caption_image = torch.tensor([i for i, n in enumerate(names) for _ in captions[n]])
+    for plurals in (False, True):
+        counts = _mentions(["dog", "cat", "snow"], tokens, caption_image, 3, plurals=plurals)
+        relevant, unsure = _enough(counts, caption_image, 3)
+        for j, word in enumerate(["dog", "cat", "snow"]):
+            assert {names[i] for i in relevant[:, j].nonzero().flatten().tolist()} == \
+                relevant_images(ds, names, word)
+        assert unsure[:, 0].tolist() == [False, True, False]  # b.jpg: one dog of three
+
+
+def test_concept_table_tags_words_above_their_thresholds():
+    from capindex.model.embedding import ConceptTable
+
+    e = torch.eye(4)
+    table = ConceptTable(["cat", "dog", "sea", "car"], e, torch.tensor([0.5, 0.5, 0.5, 0.9]),
+                         torch.tensor([0.1, 0.1, 0.2, 0.1]), limit=2)
+    images = torch.nn.functional.normalize(torch.tensor([[0.9, 0.7, 0.8, 0.0],
+                                                         [0.0, 0.0, 0.0, 1.0],
+                                                         [0.1, 0.1, 0.1, -0.5]]), dim=1)
+    tagged = table.tag(images)
+    # margins in spreads: cat 1.46, sea 0.37, dog 0.03 (above its threshold, over the limit)
+    assert tagged[0] == ["cat", "sea"]
+    assert tagged[1] == ["car"] and tagged[2] == []
+    again = ConceptTable.from_dict(table.to_dict())
+    assert again.tag(images) == tagged
