@@ -124,6 +124,11 @@ def test_shipped_embedding_finds_the_sample_photos(text_encoder, sample_features
     vectors = embedder.embed_query(text_encoder.encode(list(queries)))
     best = (vectors @ images.T).argmax(dim=1).tolist()
     assert [names[i] for i in best] == list(queries.values())
+    # the concept words of the checkpoint's table: the cat, captioned "a brown and white dog"
+    concepts = dict(zip(names, embedder.concepts(images)))
+    assert {"cat", "animal"} & set(concepts["chelsea"]), concepts["chelsea"]
+    assert all(len(words) <= embedder.concept_table.limit for words in concepts.values())
+    assert not {"cat", "kitten"} & set(concepts["rocket"] + concepts["astronaut"])
 
 
 def _synthetic_data(images: int = 96, seed: int = 0) -> EmbeddingData:
