@@ -85,13 +85,14 @@ def semantic_share(text: str) -> float:
 
 
 def fuse_scores(keyword: list[tuple[int, float]], semantic: list[tuple[int, float]],
-                semantic_share: float) -> list[tuple[int, float]]:
+                semantic_share: float, keyword_complete: bool = False) -> list[tuple[int, float]]:
     """Score fusion: semantic_share x cosine + (1 - semantic_share) x BM25F / the best BM25F,
-    over both lists; a hit missing from one list gets that list's lowest score."""
+    over both lists; a hit missing from one list gets that list's lowest score (0 for the
+    keyword list when it is `keyword_complete`: it holds every image that matches)."""
     top = max((score for _, score in keyword), default=0.0) or 1.0
     words = {row_id: score / top for row_id, score in keyword}
     meaning = dict(semantic)
-    floor_words = min(words.values(), default=0.0)
+    floor_words = 0.0 if keyword_complete else min(words.values(), default=0.0)
     floor_meaning = min(meaning.values(), default=0.0)
     fused = {row_id: semantic_share * meaning.get(row_id, floor_meaning)
              + (1 - semantic_share) * words.get(row_id, floor_words)
@@ -155,7 +156,8 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
                           fusion.get("semantic_weight", SEMANTIC_WEIGHT), fusion.get("k", RRF_K))
         else:
             share = fusion.get("semantic_share", semantic_share(text))
-            ranked = fuse_scores(keyword_hits, vector_hits, share)
+            ranked = fuse_scores(keyword_hits, vector_hits, share,
+                                 keyword_complete=len(keyword_hits) < depth)
     return _hits(library, ranked[:limit], dict(keyword_hits), dict(vector_hits),
                  fused=ranked is not keyword_hits and ranked is not vector_hits)
 
