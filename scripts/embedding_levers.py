@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 import torch
 
+from capindex.model.embedding import save_embedding
 from capindex.training.datasets import read_dataset
 from capindex.training.embedding import EmbeddingTrainConfig, fit, prepare_data
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--results", required=True)
     parser.add_argument("--run", action="append", required=True, help="NAME=JSON overrides")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-dir", help="write each run's best network to DIR/NAME.pt")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)
@@ -42,7 +44,11 @@ def main() -> None:
         overrides = json.loads(overrides or "{}")
         config = EmbeddingTrainConfig(**overrides)
         log(f"== {name}: {overrides}")
-        _, report = fit(data, config, log)
+        net, report = fit(data, config, log)
+        if args.save_dir:
+            save_embedding(f"{args.save_dir}/{name}.pt", net,
+                           {"model_id": f"lever-{name}", "train_config": asdict(config),
+                            "best": report["best"], "command": " ".join(sys.argv)})
         row = {"name": name, "overrides": overrides, "config": asdict(config), **report}
         with open(args.results, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")

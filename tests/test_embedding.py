@@ -18,7 +18,13 @@ from capindex.model.embedding import (
     save_embedding,
 )
 from capindex.model.text_encoder import TEXT_DIM, TextEncoder
-from capindex.training.embedding import EmbeddingData, EmbeddingTrainConfig, ValSplit, fit
+from capindex.training.embedding import (
+    EmbeddingData,
+    EmbeddingTrainConfig,
+    ValSplit,
+    WordQueries,
+    fit,
+)
 from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -118,12 +124,18 @@ def test_shipped_embedding_finds_the_sample_photos(text_encoder, sample_features
     vectors = embedder.embed_query(text_encoder.encode(list(queries)))
     best = (vectors @ images.T).argmax(dim=1).tolist()
     assert [names[i] for i in best] == list(queries.values())
+    # the concept words of the checkpoint's table: the cat, captioned "a brown and white dog"
+    concepts = dict(zip(names, embedder.concepts(images)))
+    assert {"cat", "animal"} & set(concepts["chelsea"]), concepts["chelsea"]
+    assert all(len(words) <= embedder.concept_table.limit for words in concepts.values())
+    assert not {"cat", "kitten"} & set(concepts["rocket"] + concepts["astronaut"])
 
 
 def _synthetic_data(images: int = 96, seed: int = 0) -> EmbeddingData:
     """Captions whose vectors are a fixed random map of their image's pooled grid."""
     g = torch.Generator().manual_seed(seed)
-    grids = (2 * torch.rand(images, 1, 1280, generator=g)
+    kinds = torch.rand(8, 1, 1280, generator=g)  # what every eighth image shows
+    grids = (2 * torch.rand(images, 1, 1280, generator=g) + kinds[torch.arange(images) % 8]
              + 0.2 * torch.rand(images, 49, 1280, generator=g)).half()  # distinct images
     pooled = grids.float().mean(dim=1)
     logits = torch.randn(images, 1000, generator=g)
@@ -134,9 +146,15 @@ def _synthetic_data(images: int = 96, seed: int = 0) -> EmbeddingData:
     text = torch.nn.functional.normalize(text, dim=-1)
     val = torch.arange(images - 16, images)
     caps = torch.arange(2 * (images - 16), 2 * images)
+    # eight "words", each used by the captions of every eighth image (one kind)
+    positive = torch.arange(images)[:, None] % 8 == torch.arange(8)[None, :]  # (images, 8)
+    word_vectors = torch.nn.functional.normalize(positive.float().T @ text[::2], dim=-1)
+    words = WordQueries([f"w{i}" for i in range(8)], word_vectors, positive,
+                        torch.zeros_like(positive))
+    split = ValSplit("synthetic", val, caps, caption_image[caps] - (images - 16),
+                     word_vectors, positive[val].T)
     return EmbeddingData(grids, pooled, logits, text, caption_image, torch.arange(images - 16),
-                         [ValSplit("synthetic", val, caps, caption_image[caps] - (images - 16))],
-                         [{"name": "synthetic"}], {})
+                         [split], [{"name": "synthetic"}], {}, words)
 
 
 @pytest.mark.parametrize("model", [{"hidden": 64}, {"hidden": 64, "pooling": "attention",
@@ -145,8 +163,99 @@ def test_tiny_training_lowers_the_loss(model):
     torch.set_num_threads(2)
     data = _synthetic_data()
     config = EmbeddingTrainConfig(epochs=6, batch_size=16, lr=3e-3, captions_per_image=2,
-                                  centroid_weight=0.5, patience=10, model=model)
+                                  centroid_weight=0.5, patience=10, model=model, then=None)
     _net, report = fit(data, config, log=lambda m: None)
     losses = [h["loss"] for h in report["history"]]
     assert losses[-1] < 0.8 * losses[0]
     assert report["best"]["val"]["synthetic"]["R@5"] > 5 / 16  # better than chance
+
+
+def _two_stages():
+    torch.set_num_threads(2)
+    data = _synthetic_data()
+    config = EmbeddingTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions_per_image=2,
+                                  patience=10, model={"hidden": 64, "text_adapter": True},
+                                  then={"word_weight": 1.0, "epochs": 2, "lr": 1e-3})
+    net, report = fit(data, config, log=lambda m: None)
+    return net, data, report
+
+
+def test_a_second_stage_with_word_queries_starts_from_the_first():
+    _net, _data, report = _two_stages()
+    assert len(report["first"]["history"]) == 3 and len(report["history"]) == 2
+    scores = report["best"]["val"]["synthetic"]
+    assert scores["R@5"] > 5 / 16  # better than chance
+    assert "words_P@10" in scores  # 16 val images: P@10 is no test here; the concepts are (below)
+
+
+def test_the_concept_table_travels_in_the_checkpoint(tmp_path):
+    from capindex.training.embedding import concept_table
+
+    net, data, _report = _two_stages()
+    table = concept_table(net, data, z=1.0, limit=2)
+    save_embedding(tmp_path / "e.pt", net, {"model_id": "t"}, concepts=table)
+    embedder = ImageEmbedder.load(tmp_path / "e.pt")
+    val = data.val[0].images
+    tagged = embedder.concepts(embedder.embed(data.grids[val], data.logits[val]))
+    assert len(tagged) == 16 and all(len(words) <= 2 for words in tagged)
+    # each val image's own word (every eighth image shares one) is among its concepts
+    own = [f"w{int(i) % 8}" for i in val]
+    assert sum(w in words for w, words in zip(own, tagged)) >= 12, tagged
+
+
+def test_word_loss_prefers_the_images_whose_captions_use_the_word():
+    from capindex.training.embedding import _word_loss
+
+    net = EmbeddingNet(EmbeddingConfig(hidden=8))  # no text adapter: words stay as given
+    e = torch.eye(384)
+    # word 0: images 0 and 1 use it, image 3 once (unsure); word 1: image 2
+    positive = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=torch.bool)
+    unsure = torch.tensor([[0, 0], [0, 0], [0, 0], [1, 0]], dtype=torch.bool)
+    words = WordQueries(["dog", "beach"], e[:2], positive, unsure)
+    rows, scale = torch.arange(4), torch.tensor(10.0)
+    aligned = _word_loss(net, words, rows, e[[0, 0, 1, 1]], scale)
+    swapped = _word_loss(net, words, rows, e[[1, 1, 0, 0]], scale)
+    assert torch.isfinite(aligned) and aligned < swapped
+    # the unsure image is neither positive nor negative for the word it has once
+    moved = _word_loss(net, words, rows, e[[0, 0, 1, 0]], scale)
+    assert moved < aligned  # image 3 left word 1's negatives; word 0 does not count it
+
+
+def test_word_mentions_match_the_search_evaluation():
+    from capindex.training.datasets import CaptionDataset
+    from capindex.training.embedding import _enough, _mentions
+    from capindex.training.search_eval import relevant_images
+
+    captions = {"a.jpg": ["Two dogs run.", "A dog on grass", "a brown animal"],
+                "b.jpg": ["A dog.", "a cat sits", "a cat and its toy"],
+                "c.jpg": ["One dog in the snow"]}
+    names = sorted(captions)
+    ds = CaptionDataset("toy", Path("."), captions, names, [])
+    from capindex.model.vocab import tokenize
+
+    tokens = [set(tokenize(c)) for n in names for c in captions[n]]
+    caption_image = torch.tensor([i for i, n in enumerate(names) for _ in captions[n]])
+    for plurals in (False, True):
+        counts = _mentions(["dog", "cat", "snow"], tokens, caption_image, 3, plurals=plurals)
+        relevant, unsure = _enough(counts, caption_image, 3)
+        for j, word in enumerate(["dog", "cat", "snow"]):
+            assert {names[i] for i in relevant[:, j].nonzero().flatten().tolist()} == \
+                relevant_images(ds, names, word)
+        assert unsure[:, 0].tolist() == [False, True, False]  # b.jpg: one dog of three
+
+
+def test_concept_table_tags_words_above_their_thresholds():
+    from capindex.model.embedding import ConceptTable
+
+    e = torch.eye(4)
+    table = ConceptTable(["cat", "dog", "sea", "car"], e, torch.tensor([0.5, 0.5, 0.5, 0.9]),
+                         torch.tensor([0.1, 0.1, 0.2, 0.1]), limit=2)
+    images = torch.nn.functional.normalize(torch.tensor([[0.9, 0.7, 0.8, 0.0],
+                                                         [0.0, 0.0, 0.0, 1.0],
+                                                         [0.1, 0.1, 0.1, -0.5]]), dim=1)
+    tagged = table.tag(images)
+    # margins in spreads: cat 1.46, sea 0.37, dog 0.03 (above its threshold, over the limit)
+    assert tagged[0] == ["cat", "sea"]
+    assert tagged[1] == ["car"] and tagged[2] == []
+    again = ConceptTable.from_dict(table.to_dict())
+    assert again.tag(images) == tagged

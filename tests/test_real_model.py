@@ -61,6 +61,10 @@ def test_ingest_then_search_with_the_shipped_model(samples, capindex_home):
 
     # By meaning, and by likeness to a photo (its stored vector), with the shipped embedding.
     assert cat["embedding"] and cat["embedding_model"].startswith("embedding@")
+    assert "cat" in cat["concepts"]  # the embedding's words: found by `concepts:cat` below
+    result = CliRunner().invoke(main, ["search", "concepts:cat", "--json", "--mode", "keyword"])
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.stdout)[0]["path"]).name == "chelsea.jpg"
     for args in (["a cat", "--mode", "semantic"], ["--like", str(samples / "chelsea.jpg")]):
         result = CliRunner().invoke(main, ["search", *args, "--json"])
         assert result.exit_code == 0, result.output

@@ -254,3 +254,13 @@ def test_the_corrections_refuse_a_whoosh_release_they_were_not_written_for(monke
     monkeypatch.setattr(whoosh, "__version__", (3, 60, 0))
     with pytest.raises(CapindexError, match=r"written for whoosh3 3\.54"):
         whoosh_fixes.apply()
+
+
+def test_score_fusion_counts_a_rare_words_only_match_when_the_keyword_list_is_complete():
+    from capindex.search.ranking import fuse_scores
+
+    keyword = [(7, 3.2)]  # the only image whose words match
+    semantic = [(1, 0.40), (7, 0.38), (2, 0.35)]
+    assert fuse_scores(keyword, semantic, 0.8, keyword_complete=True)[0][0] == 7
+    # a cut list: the images it left out may match too, so they get its lowest score
+    assert fuse_scores(keyword, semantic, 0.8)[0][0] == 1

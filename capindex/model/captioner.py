@@ -24,6 +24,7 @@ class Caption:
     tags: list[tuple[str, float]]  # top ImageNet labels with probabilities
     alternatives: tuple[str, ...] = ()  # the beam's next best distinct captions, best first
     embedding: np.ndarray | None = None  # the image's unit vector (dim,), with an embedder
+    concepts: list[str] | None = None  # the embedding's words for the image (`ImageEmbedder.concepts`)
 
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -149,13 +150,18 @@ class Captioner:
         if self.embedder is None:
             return captions
         vectors = self.embedder.embed(features.float(), logits.float()).numpy()  # (B, dim)
-        return [replace(c, embedding=v) for c, v in zip(captions, vectors)]
+        return [replace(c, embedding=v, concepts=words)
+                for c, v, words in zip(captions, vectors, self.embedder.concepts(vectors))]
 
     @torch.inference_mode()
     def embed_batch(self, images: torch.Tensor) -> np.ndarray:
         """images as `caption_batch` -> their unit vectors (B, dim), without captioning."""
         features, logits = self.encode(images)
         return self.embedder.embed(features.float(), logits.float()).numpy()
+
+    def concept_words(self, vectors: np.ndarray) -> list[list[str] | None]:
+        """The embedding's words for image vectors (B, dim) (`ImageEmbedder.concepts`)."""
+        return self.embedder.concepts(vectors)
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

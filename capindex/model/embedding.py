@@ -114,11 +114,45 @@ class EmbeddingNet(nn.Module):
         return self.logit_scale.clamp(max=math.log(100.0)).exp()
 
 
-def save_embedding(path: str | Path, net: EmbeddingNet, provenance: dict, half: bool = True) -> None:
+@dataclass
+class ConceptTable:
+    """Words to tag images with (`ImageEmbedder.concepts`): each word's point in the search
+    space and the cosine above which an image gets it (its mean over the training images plus
+    a few of their standard deviations, `scales`)."""
+
+    words: list[str]
+    vectors: torch.Tensor  # (V, dim) unit vectors: the words as queries
+    thresholds: torch.Tensor  # (V,)
+    scales: torch.Tensor  # (V,) the spread of each word's cosines over the training images
+    limit: int  # most words per image
+
+    def to_dict(self) -> dict:
+        return {"words": list(self.words), "vectors": self.vectors.half(),
+                "thresholds": self.thresholds.float(), "scales": self.scales.float(),
+                "limit": self.limit}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ConceptTable:
+        return cls(list(data["words"]), data["vectors"].float(), data["thresholds"].float(),
+                   data["scales"].float(), int(data["limit"]))
+
+    def tag(self, vectors: torch.Tensor) -> list[list[str]]:
+        """Unit image vectors (B, dim) -> each image's words above their thresholds, surest
+        (most standard deviations above) first, at most `limit`."""
+        margin = (vectors.float() @ self.vectors.T - self.thresholds) / self.scales  # (B, V)
+        best = margin.topk(min(self.limit, len(self.words)), dim=1)
+        return [[self.words[j] for m, j in zip(values.tolist(), order.tolist()) if m >= 0]
+                for values, order in zip(best.values, best.indices)]
+
+
+def save_embedding(path: str | Path, net: EmbeddingNet, provenance: dict, half: bool = True,
+                   concepts: ConceptTable | None = None) -> None:
     state = {k: (v.half() if half and v.is_floating_point() else v).cpu().clone()
              for k, v in net.state_dict().items()}
     payload = {"format": FORMAT, "config": net.config.to_dict(), "state_dict": state,
                "provenance": provenance}
+    if concepts is not None:
+        payload["concepts"] = concepts.to_dict()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -147,6 +181,12 @@ def rewrite_query_side(path: str | Path) -> Path:
 
 def load_embedding(path: str | Path) -> tuple[EmbeddingNet, dict]:
     """Rebuild the network (fp32, eval mode) and its provenance from a checkpoint file."""
+    net, provenance, _ = load_embedding_file(path)
+    return net, provenance
+
+
+def load_embedding_file(path: str | Path) -> tuple[EmbeddingNet, dict, ConceptTable | None]:
+    """`load_embedding`, with the checkpoint's concept table (None when it has none)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such embedding checkpoint")
@@ -159,15 +199,18 @@ def load_embedding(path: str | Path) -> tuple[EmbeddingNet, dict]:
     net = EmbeddingNet(EmbeddingConfig.from_dict(payload["config"]))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v
                          for k, v in payload["state_dict"].items()})
-    return net.eval(), payload.get("provenance", {})
+    concepts = payload.get("concepts")
+    return (net.eval(), payload.get("provenance", {}),
+            ConceptTable.from_dict(concepts) if concepts else None)
 
 
 class ImageEmbedder:
     """The trained embedding on one device: what ingest and search call."""
 
     def __init__(self, net: EmbeddingNet, provenance: dict, weights_hash: str,
-                 device: torch.device) -> None:
+                 device: torch.device, concept_table: ConceptTable | None = None) -> None:
         self.net = net
+        self.concept_table = concept_table
         self.provenance = provenance
         self.weights_hash = weights_hash
         self.device = device
@@ -181,15 +224,23 @@ class ImageEmbedder:
         from capindex.model import checkpoint_sha256
 
         path = Path(path) if path else DEFAULT_EMBEDDING
-        net, provenance = load_embedding(path)
+        net, provenance, concepts = load_embedding_file(path)
         dev = torch.device(device)
-        return cls(net.to(dev), provenance, checkpoint_sha256(path), dev)
+        return cls(net.to(dev), provenance, checkpoint_sha256(path), dev, concepts)
 
     @torch.inference_mode()
     def embed(self, grid: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """grid (B, 49, 1280) + logits (B, 1000) -> unit vectors (B, 384) float32 on the CPU."""
         out = self.net(grid.to(self.device), logits.to(self.device))
         return out.float().cpu()
+
+    def concepts(self, vectors) -> list[list[str] | None]:
+        """Image vectors (B, dim) -> the words of the checkpoint's concept table each image
+        gets (`ConceptTable.tag`); None for each when the checkpoint has no table."""
+        vectors = torch.as_tensor(vectors)
+        if self.concept_table is None:
+            return [None] * len(vectors)
+        return self.concept_table.tag(vectors)
 
     @torch.inference_mode()
     def embed_query(self, text_vectors: torch.Tensor) -> torch.Tensor:

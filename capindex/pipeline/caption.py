@@ -46,18 +46,21 @@ def caption_images(captioner: CaptionerLike, images: torch.Tensor | None) -> lis
         {"caption": c.text, "caption_score": float(c.score),
          "alt_captions": list(getattr(c, "alternatives", ())),
          "tags": [{"label": label, "prob": float(prob)} for label, prob in c.tags],
-         **embedding_columns(getattr(c, "embedding", None), embedding_id)}
+         **embedding_columns(getattr(c, "embedding", None), embedding_id,
+                             getattr(c, "concepts", None))}
         for c in captions
     ]
 
 
-def embedding_columns(vector, embedding_id: str | None) -> dict:
-    """The row's embedding columns: the vector as float16 bytes and its model's id."""
+def embedding_columns(vector, embedding_id: str | None, concepts: list[str] | None = None) -> dict:
+    """The row's embedding columns: the vector as float16 bytes, its model's id and the
+    words that model tags the image with."""
     if vector is None or embedding_id is None:
-        return {"embedding": None, "embedding_model": None}
+        return {"embedding": None, "embedding_model": None, "concepts": None}
     import numpy as np
 
-    return {"embedding": np.asarray(vector, "<f2").tobytes(), "embedding_model": embedding_id}
+    return {"embedding": np.asarray(vector, "<f2").tobytes(), "embedding_model": embedding_id,
+            "concepts": concepts}
 
 
 def provenance(captioner: CaptionerLike) -> dict:

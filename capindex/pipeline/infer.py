@@ -46,7 +46,7 @@ class Inferred:
 
     captions: dict[int, dict] = field(default_factory=dict)  # the row's caption columns
     objects: dict[int, tuple[list[dict] | None, str | None]] = field(default_factory=dict)
-    vectors: dict = field(default_factory=dict)  # position -> vector (float array), embed only
+    vectors: dict = field(default_factory=dict)  # position -> (vector, concept words), embed only
     made_by: dict | None = None  # the captions' provenance columns, when any were made
 
 
@@ -73,5 +73,8 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
         out.objects = dict(zip(to_detect, detect_objects(detector, images_of(to_detect), sizes)))
     to_embed = [k for k, (_, w) in enumerate(imaged) if w.embed]
     if to_embed:  # the encoder and the embedding only: the caption is kept
-        out.vectors = dict(zip(to_embed, captioner.embed_batch(images_of(to_embed))))
+        vectors = captioner.embed_batch(images_of(to_embed))
+        tagger = getattr(captioner, "concept_words", None)  # absent on test doubles
+        words = tagger(vectors) if tagger else [None] * len(vectors)
+        out.vectors = dict(zip(to_embed, zip(vectors, words)))
     return out

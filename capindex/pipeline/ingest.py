@@ -216,7 +216,8 @@ def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
             elif objects is not None:  # found only where the row needed them
                 fields.update(objects=objects, detector_id=detector.detector_id)
             if k in inferred.vectors:
-                fields.update(embedding_columns(inferred.vectors[k], embedding_id))
+                vector, words = inferred.vectors[k]
+                fields.update(embedding_columns(vector, embedding_id, words))
             if fields:
                 changes.updates.append((task.old.id, fields))
                 summary.enriched += 1

@@ -27,8 +27,8 @@ FUSION_DEPTH = 100
 # the best hit. A query of one or two words names a thing, and the words find it best; a
 # sentence describes a scene, and its meaning does. Chosen on Flickr8k val (docs/search.md):
 SHORT_QUERY_WORDS = 2  # content words (stop words left out) of a short query
-SHORT_QUERY_SHARE = 0.7  # words P@10 0.506 (semantic alone 0.440, keyword alone 0.404)
-SENTENCE_SHARE = 0.85  # caption R@10 0.659 (semantic alone 0.657, keyword alone 0.316)
+SHORT_QUERY_SHARE = 0.8  # words P@10: see docs/search.md (fusion)
+SENTENCE_SHARE = 0.9  # caption R@10: see docs/search.md (fusion)
 # Reciprocal rank fusion (`fuse`, Cormack et al. 2009), measured and not chosen: at its
 # k = 60 it lost to score fusion on sentences (R@10 0.517-0.641 for weights 1:1 to 1:2).
 RRF_K = 60
@@ -90,13 +90,14 @@ def semantic_share(text: str) -> float:
 
 
 def fuse_scores(keyword: list[tuple[int, float]], semantic: list[tuple[int, float]],
-                semantic_share: float) -> list[tuple[int, float]]:
+                semantic_share: float, keyword_complete: bool = False) -> list[tuple[int, float]]:
     """Score fusion: semantic_share x cosine + (1 - semantic_share) x BM25F / the best BM25F,
-    over both lists; a hit missing from one list gets that list's lowest score."""
+    over both lists; a hit missing from one list gets that list's lowest score (0 for the
+    keyword list when it is `keyword_complete`: it holds every image that matches)."""
     top = max((score for _, score in keyword), default=0.0) or 1.0
     words = {row_id: score / top for row_id, score in keyword}
     meaning = dict(semantic)
-    floor_words = min(words.values(), default=0.0)
+    floor_words = 0.0 if keyword_complete else min(words.values(), default=0.0)
     floor_meaning = min(meaning.values(), default=0.0)
     fused = {row_id: semantic_share * meaning.get(row_id, floor_meaning)
              + (1 - semantic_share) * words.get(row_id, floor_words)
@@ -226,7 +227,8 @@ class _Ranking:
                         fusion.get("keyword_weight", KEYWORD_WEIGHT),
                         fusion.get("semantic_weight", SEMANTIC_WEIGHT), fusion.get("k", RRF_K))
         share = fusion.get("semantic_share", semantic_share(self.text))
-        return fuse_scores(self.keyword_hits, self.vector_hits, share)
+        return fuse_scores(self.keyword_hits, self.vector_hits, share,
+                           keyword_complete=len(self.keyword_hits) < self.depth)
 
     def _vector_search(self, limit: int) -> list[tuple[int, float]]:
         return self.vectors.search(self.query_vector, limit, self.excluded, self.allowed)

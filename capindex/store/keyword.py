@@ -85,6 +85,7 @@ def make_schema() -> Schema:
         objects=TEXT(analyzer=text),  # detected objects, with counts: "two dog", "person"
         tags=TEXT(analyzer=text),
         words=TEXT(analyzer=text),  # broader words of tags, objects and caption nouns (WordNet)
+        concepts=TEXT(analyzer=text),  # words the embedding puts near the image
         # "IMG_2041_beach-sunset.jpg" -> img, 2041, beach, sunset
         name=TEXT(analyzer=StemmingAnalyzer(expression=r"[^\W_]+")),
     )
@@ -133,6 +134,7 @@ def document(row: dict) -> dict:
         "objects": object_text(row.get("objects")),
         "tags": ", ".join(tag["label"] for tag in row["tags"] or ()),
         "words": broader_words(row),
+        "concepts": " ".join(row.get("concepts") or ()),
         "name": name,
     }
 

@@ -17,9 +17,9 @@ from whoosh.query import AndNot, Not, Or, Query
 
 from capindex.errors import QuerySyntaxError
 
-FIELDS = ("caption", "alt", "objects", "tags", "words", "name")
+FIELDS = ("caption", "alt", "objects", "tags", "words", "concepts", "name")
 FIELD_BOOSTS = {"caption": 1.0, "alt": 0.4, "objects": 0.8, "tags": 0.6, "words": 0.3,
-                "name": 0.8}
+                "concepts": 0.6, "name": 0.8}
 
 
 # "-word" at the start of a word (not "beach-sunset"): Google's way of saying NOT word.

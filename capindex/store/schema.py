@@ -96,6 +96,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("embedding", "vector", "The image's point in the text-image embedding space: "
            "float16 values, little-endian (384 of them, 768 bytes); base64 in CSV and JSON."),
     Column("embedding_model", "text", "Id of the embedding model that wrote `embedding`."),
+    Column("concepts", "texts", "Words the embedding places nearest the image (each above "
+           "its own threshold), best first; searched with a low weight. Written with "
+           "`embedding`."),
     Column("taken_at", "datetime", "EXIF DateTimeOriginal, camera local time as recorded."),
     Column("camera_make", "text", "EXIF Make."),
     Column("camera_model", "text", "EXIF Model."),

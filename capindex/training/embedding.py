@@ -13,23 +13,38 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from capindex.model.embedding import EmbeddingConfig, EmbeddingNet, save_embedding
+from capindex.model.embedding import (
+    ConceptTable,
+    EmbeddingConfig,
+    EmbeddingNet,
+    load_embedding,
+    save_embedding,
+)
 from capindex.model.encoder import ENCODER_ID, Encoder, weights_sha256
 from capindex.model.text_encoder import TEXT_MODEL_ID, TextEncoder
+from capindex.model.vocab import tokenize
 from capindex.training.datasets import CaptionDataset
 from capindex.training.features import cached_features
 from capindex.training.retrieval import retrieval_scores, text_to_image_ranks
+from capindex.training.search_eval import WORDS
 from capindex.training.text_features import cached_text_embeddings
 
 
 def _shipped_model() -> dict:
     return {"dropout": 0.5, "text_adapter": True}
+
+
+def _shipped_second_stage() -> dict:
+    """Words as queries: from the first stage's best network, at a lower rate, with the
+    best epoch chosen by caption R@10 + word P@10 (docs/embedding.md)."""
+    return {"word_weight": 1.0, "lr": 3e-4, "captions_per_image": 2, "epochs": 6,
+            "patience": 2, "select_words": True}
 
 
 @dataclass
@@ -45,6 +60,15 @@ class EmbeddingTrainConfig:
     hard_batches: float = 0.0  # share of passes whose batches hold images of one cluster
     clusters: int = 32  # k-means clusters of caption centroids, for hard batches
     patience: int = 2  # epochs without a better val R@10 before stopping
+    word_weight: float = 0.0  # auxiliary loss: single words of the captions as queries
+    word_min_images: int = 5  # a word is a training query when this many train images use it
+    init: str | None = None  # a checkpoint to start from (its model config is kept), or None
+    concept_z: float = 2.0  # a concept word's threshold: its mean cosine over the train images
+    # plus this many standard deviations (ConceptTable)
+    concept_limit: int = 10  # most concept words per image
+    # overrides of a second stage that starts from the first's best network (None: one stage)
+    then: dict | None = field(default_factory=_shipped_second_stage)
+    select_words: bool = False  # the best epoch: by val R@10 + word P@10 (else R@10 alone)
     seed: int = 0
     model: dict = field(default_factory=_shipped_model)  # overrides of EmbeddingConfig fields
 
@@ -55,6 +79,19 @@ class ValSplit:
     images: torch.Tensor  # (I,) indices into EmbeddingData's image rows
     captions: torch.Tensor  # (Q,) indices into EmbeddingData.text
     targets: torch.Tensor  # (Q,) position of each caption's image within `images`
+    words: torch.Tensor | None = None  # (W, 384) MiniLM vectors of search_eval.WORDS found here
+    word_relevant: torch.Tensor | None = None  # (W, I) bool: image relevant to the word
+
+
+@dataclass
+class WordQueries:
+    """Single caption words as training queries (`word_weight`)."""
+
+    words: list[str]  # content words used by `word_min_images` train images or more
+    vectors: torch.Tensor  # (V, 384) float32 unit MiniLM vectors of the words
+    positive: torch.Tensor  # (images, V) bool: the image's captions use the word (two of
+    # them; the one caption when it has one), as the word or its plural
+    unsure: torch.Tensor  # (images, V) bool: fewer captions use it: neither positive nor negative
 
 
 @dataclass
@@ -70,6 +107,7 @@ class EmbeddingData:
     val: list[ValSplit]
     data: list[dict]  # provenance: dataset names and sizes
     timings: dict  # seconds spent on image features and text embeddings
+    words: WordQueries | None = None
 
     def captions_of(self) -> list[torch.Tensor]:
         """Caption indices of each image row."""
@@ -85,8 +123,9 @@ class EmbeddingData:
 
 
 def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
-                 log: Callable[[str], None] = print) -> EmbeddingData:
-    """Encoder grids + logits of every image and MiniLM vectors of every caption (both cached)."""
+                 log: Callable[[str], None] = print, word_min_images: int = 5) -> EmbeddingData:
+    """Encoder grids + logits of every image and MiniLM vectors of every caption (both cached),
+    the caption words as training queries and the evaluation's word queries of each val split."""
     encoder: list[Encoder] = []  # built only when features or logits are needed
     text_encoder: list[TextEncoder] = []
 
@@ -136,10 +175,103 @@ def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
         fc = encoder_factory().net._fc
         logits = torch.cat([fc(p) for p in pooled.split(1024)])  # (images, 1000)
     encoder.clear()
+    caption_image = torch.tensor(caption_image)
+    tokens = [set(tokenize(t)) for t in texts]
+    train = torch.tensor(train)
+    start = time.perf_counter()
+    words = _word_queries(tokens, caption_image, len(pooled), train, word_min_images,
+                          cache_dir, text_factory)
+    eval_words = cached_text_embeddings(list(WORDS), cache_dir, text_factory, label="eval-words")
+    relevant_all = _enough(_mentions(list(WORDS), tokens, caption_image, len(pooled),
+                                     plurals=False), caption_image, len(pooled))[0]
+    for split in val:
+        relevant = relevant_all[split.images].T  # (W, I)
+        found = relevant.any(dim=1)
+        split.words, split.word_relevant = eval_words[found], relevant[found]
+    text_seconds += time.perf_counter() - start
+    log(f"word queries: {len(words.words)} words, {int(words.positive.sum())} image-word pairs")
     return EmbeddingData(grid, pooled, logits, torch.cat(text_vectors).float(),
-                         torch.tensor(caption_image), torch.tensor(train), val, data,
+                         caption_image, train, val, data,
                          {"image_features_s": round(image_seconds, 1),
-                          "text_embeddings_s": round(text_seconds, 1)})
+                          "text_embeddings_s": round(text_seconds, 1)}, words)
+
+
+def _mentions(words: list[str], tokens: list[set[str]], caption_image: torch.Tensor,
+              images: int, plurals: bool = True) -> torch.Tensor:
+    """(images, words) int: how many of each image's captions use each word, as the word or
+    its plural (+s, +es). `plurals`: a caption word is also read as its singular when that
+    is one of `words` ("dogs" counts for "dog"), instead of looking for each word's forms."""
+    index = {w: i for i, w in enumerate(words)}
+    forms = {} if plurals else {f: i for w, i in index.items() for f in (w, w + "s", w + "es")}
+    rows, cols = [], []
+    for caption, row in zip(tokens, caption_image.tolist()):
+        found = set()
+        for t in caption:
+            if plurals:
+                found.update(index[f] for f in (t, t[:-1] if t.endswith("s") else "",
+                                                t[:-2] if t.endswith("es") else "") if f in index)
+            elif t in forms:
+                found.add(forms[t])
+        rows += [row] * len(found)
+        cols += found
+    counts = torch.zeros(images, len(words), dtype=torch.int16)
+    counts.index_put_((torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)),
+                      torch.ones(len(rows), dtype=torch.int16), accumulate=True)
+    return counts
+
+
+# Words of the train captions that say nothing about what a photo shows: no concept words.
+FUNCTION_WORDS = frozenset("""
+    about above across after against all along among another any around away back because
+    before behind being below beneath beside besides between both down during each either
+    else every few from front he her here hers him his how into its itself just many more
+    most much near next nothing off one onto other others out over own past some someone
+    something still such than their them then there these they those through together too
+    toward towards under until upon very what where which while whilst who whose why within
+    without
+""".split())
+
+
+def concept_table(net: EmbeddingNet, data: EmbeddingData, z: float, limit: int) -> ConceptTable:
+    """The words the shipped embedding tags images with: the train captions' words as queries,
+    each with the cosine threshold `z` standard deviations above its mean over the train
+    images (calibrated on train; `limit` and `z` chosen by keyword search on val)."""
+    keep = [i for i, w in enumerate(data.words.words) if w not in FUNCTION_WORDS]
+    with torch.no_grad():
+        net.eval()
+        words = net.text(data.words.vectors[keep])  # (V, dim)
+        images = torch.cat([_image_vectors(net, data, rows) for rows in data.train_images.split(1024)])
+        sims = images @ words.T  # (T, V)
+    mean, std = sims.mean(dim=0), sims.std(dim=0)
+    return ConceptTable([data.words.words[i] for i in keep], words, mean + z * std, std, limit)
+
+
+def _enough(counts: torch.Tensor, caption_image: torch.Tensor,
+            images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relevant, unsure) bool (images, words): used by two captions (the one caption of an
+    image that has one), as search_eval's relevance; used by fewer but not none."""
+    need = torch.bincount(caption_image, minlength=images).clamp(max=2).unsqueeze(1)  # (images, 1)
+    return counts >= need, (counts > 0) & (counts < need)
+
+
+def _word_queries(tokens: list[set[str]], caption_image: torch.Tensor, images: int,
+                  train: torch.Tensor, min_images: int, cache_dir: Path,
+                  text_factory: Callable) -> WordQueries:
+    """The content words of the train captions as queries: each with its positive images."""
+    from whoosh.analysis import STOP_WORDS
+
+    used: dict[str, set[int]] = {}
+    is_train = set(train.tolist())
+    for caption, row in zip(tokens, caption_image.tolist()):
+        if row in is_train:
+            for t in caption:
+                used.setdefault(t, set()).add(row)
+    words = sorted(w for w, rows in used.items() if len(rows) >= min_images and len(w) > 1
+                   and w not in STOP_WORDS and not w.isdigit())
+    vectors = cached_text_embeddings(words, cache_dir, text_factory, label="train-words")
+    positive, unsure = _enough(_mentions(words, tokens, caption_image, images), caption_image,
+                               images)
+    return WordQueries(words, vectors.float(), positive, unsure)
 
 
 def _info_nce(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -161,7 +293,13 @@ def evaluate(net: EmbeddingNet, data: EmbeddingData, split: ValSplit) -> dict:
     net.eval()
     images = torch.cat([_image_vectors(net, data, rows) for rows in split.images.split(256)])
     queries = net.text(data.text[split.captions])
-    return retrieval_scores(text_to_image_ranks(queries, images, split.targets))
+    scores = retrieval_scores(text_to_image_ranks(queries, images, split.targets))
+    if split.words is not None and len(split.words):
+        top = (net.text(split.words) @ images.T).topk(min(10, len(images)), dim=1).indices
+        hits = split.word_relevant.gather(1, top).sum(dim=1)  # (W,)
+        wanted = split.word_relevant.sum(dim=1).clamp(max=10)
+        scores["words_P@10"] = round(float((hits / wanted).mean()), 4)
+    return scores
 
 
 def _kmeans(vectors: torch.Tensor, k: int, generator: torch.Generator, steps: int = 20) -> torch.Tensor:
@@ -194,11 +332,41 @@ def _epoch_pairs(images: torch.Tensor, captions_of: list[torch.Tensor], config: 
     return [batches[i] for i in perm]
 
 
+def _word_loss(net: EmbeddingNet, words: WordQueries, rows: torch.Tensor,
+               images: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Multi-positive InfoNCE of each word used in the batch over the batch's images: the
+    images whose captions use it are its positives, those with a single mention are left out."""
+    positive, unsure = words.positive[rows], words.unsure[rows]  # (B, V)
+    used = positive.any(dim=0).nonzero().squeeze(1)  # (W,)
+    positive, unsure = positive[:, used].T, unsure[:, used].T  # (W, B)
+    logits = scale * net.text(words.vectors[used]) @ images.T  # (W, B)
+    logits = logits.masked_fill(unsure, -math.inf)
+    return (logits.logsumexp(dim=1) - logits.masked_fill(~positive, -math.inf).logsumexp(dim=1)).mean()
+
+
 def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
         log: Callable[[str], None] = print) -> tuple[EmbeddingNet, dict]:
-    """Train; return the network of the best epoch (by first val split's R@10) and a report."""
+    """Train; return the network of the best epoch (by the first val split's R@10, plus its
+    word P@10 with `select_words`) and a report.
+    With `config.then`, train on from that network with those overrides (a second stage)."""
     torch.manual_seed(config.seed)
-    net = EmbeddingNet(EmbeddingConfig(**config.model))
+    net = (load_embedding(config.init)[0] if config.init
+           else EmbeddingNet(EmbeddingConfig(**config.model)))
+    net, report = _fit_stage(net, data, config, log)
+    if not config.then:
+        return net, report
+    log(f"second stage: {config.then}")
+    second = replace(config, **{**config.then, "then": None, "init": None})
+    net, last = _fit_stage(net, data, second, log)
+    return net, {"best": last["best"], "first": report,
+                 "history": last["history"],
+                 "train_seconds": round(report["train_seconds"] + last["train_seconds"], 1)}
+
+
+def _fit_stage(net: EmbeddingNet, data: EmbeddingData, config: EmbeddingTrainConfig,
+               log: Callable[[str], None]) -> tuple[EmbeddingNet, dict]:
+    torch.manual_seed(config.seed)  # a stage starting from a saved network repeats as one run
+    net.train()
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -221,6 +389,8 @@ def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
             loss = _info_nce(images, net.text(data.text[caps]), scale)
             if config.centroid_weight:
                 loss = loss + config.centroid_weight * _info_nce(images, net.text(centroids[rows]), scale)
+            if config.word_weight:
+                loss = loss + config.word_weight * _word_loss(net, data.words, rows, images, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -231,8 +401,10 @@ def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
                         "temperature": round(1 / float(net.scale().detach()), 4), "val": scores})
         log(f"epoch {epoch}: loss {total / max(steps, 1):.3f}  " + "  ".join(
             f"{name} R@1 {s['R@1']:.3f} R@5 {s['R@5']:.3f} R@10 {s['R@10']:.3f} "
-            f"medr {s['median_rank']:g}" for name, s in scores.items()))
-        key = (primary["R@10"], primary["R@5"], primary["R@1"])
+            f"medr {s['median_rank']:g} words P@10 {s.get('words_P@10', float('nan')):.3f}"
+            for name, s in scores.items()))
+        key = (primary["R@10"] + (primary.get("words_P@10", 0.0) if config.select_words else 0.0),
+               primary["R@5"], primary["R@1"])
         if key > best_key:
             best_key, best, stale = key, {"epoch": epoch, "val": scores}, 0
             best_state = copy.deepcopy(net.state_dict())
@@ -249,7 +421,7 @@ def train_embedding(datasets: list[CaptionDataset], out_path: str | Path,
                     config: EmbeddingTrainConfig, cache_dir: str | Path,
                     log: Callable[[str], None] = print, command: str | None = None) -> dict:
     """Prepare features, train, write the best epoch's checkpoint to `out_path`; the report."""
-    data = prepare_data(datasets, Path(cache_dir), log)
+    data = prepare_data(datasets, Path(cache_dir), log, config.word_min_images)
     net, report = fit(data, config, log)
     provenance = {
         "model_id": f"capindex-embedding-{dt.date.today():%Y%m%d}",
@@ -263,7 +435,8 @@ def train_embedding(datasets: list[CaptionDataset], out_path: str | Path,
         "command": command,
         "torch": str(torch.__version__),
     }
-    save_embedding(out_path, net, provenance)
+    save_embedding(out_path, net, provenance,
+                   concepts=concept_table(net, data, config.concept_z, config.concept_limit))
     return {**report, "timings": {**data.timings, "train_s": report["train_seconds"]},
             "out": str(out_path)}
 

@@ -59,11 +59,12 @@ def caption_query(text: str) -> str:
 # The signals measured one by one (`capindex evaluate-search --signals`): keyword search
 # with the fields of each step, then search by meaning alone and fused with keywords.
 SIGNAL_STEPS = {
-    "keyword: caption, tags, name": {"mode": "keyword",
-                                     "boosts": {"alt": 0, "objects": 0, "words": 0}},
-    "+ objects": {"mode": "keyword", "boosts": {"alt": 0, "words": 0}},
-    "+ WordNet words": {"mode": "keyword", "boosts": {"alt": 0}},
-    "+ n-best captions (keyword, all fields)": {"mode": "keyword"},
+    "keyword: caption, tags, name": {"mode": "keyword", "boosts": {"alt": 0, "objects": 0,
+                                                                   "words": 0, "concepts": 0}},
+    "+ objects": {"mode": "keyword", "boosts": {"alt": 0, "words": 0, "concepts": 0}},
+    "+ WordNet words": {"mode": "keyword", "boosts": {"alt": 0, "concepts": 0}},
+    "+ n-best captions": {"mode": "keyword", "boosts": {"concepts": 0}},
+    "+ concept words (keyword, all fields)": {"mode": "keyword"},
     "semantic": {"mode": "semantic"},
     "hybrid (default)": {"mode": "hybrid"},
 }
