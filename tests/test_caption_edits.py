@@ -233,3 +233,16 @@ def test_a_library_from_schema_2_is_upgraded_by_an_ingest(lib, photos, fake):
     rows = check_library(lib.root)
     assert all(row["user_caption"] is None for row in rows.values())
     assert lib.search("red", mode="keyword")
+
+
+def test_ingest_rebuild_keeps_the_users_captions(lib, photos, fake):
+    red = _id(lib, "red.jpg")
+    lib.edit_caption(red, "Sunset over Brighton")
+    lib.ingest([photos], captioner=fake, workers=0, rebuild=True)
+
+    (hit,) = lib.search("brighton", mode="keyword")
+    assert hit.path.endswith("red.jpg")
+    assert (hit.user_caption, hit.generated_caption) == ("Sunset over Brighton",
+                                                         "a dark red picture")
+    assert _jsonl(lib)["red.jpg"]["user_caption"] == "Sunset over Brighton"
+    assert sum(1 for row in _jsonl(lib).values() if row["user_caption"]) == 1

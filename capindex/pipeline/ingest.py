@@ -93,6 +93,9 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
             if moved:
                 events.notice(f"moved {', and '.join(moved)} (kept, never read again); "
                               "every file is captioned again")
+            user_captions = _user_captions_of(catalogue, events) if catalogue else {}
+        else:
+            user_captions = {}
         catalog = library.open_catalog(create=True)
         try:
             mirror = ParquetMirror(library.parquet_dir)
@@ -118,6 +121,8 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
                 sinks.abandon()
                 raise
             sinks.close()
+            if user_captions:  # a rebuild keeps what the user wrote, by the photo's content
+                _restore_user_captions(catalog, mirror, index, user_captions)
             mirror.reconcile(catalog)  # drop rows this run superseded or deleted
             if embedding_id:  # the vectors of this run's rows (one file, written again)
                 vectors.reconcile(catalog, embedding_id, EMBEDDING_DIM)
@@ -126,6 +131,37 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
             catalog.close()
     plan.summary.seconds = time.monotonic() - started - plan.summary.loading_seconds
     return plan.summary
+
+
+def _user_captions_of(old_catalogue, events: Events) -> dict[str, str]:
+    """The user's captions in the catalogue set aside by `--rebuild` (sha256 -> text)."""
+    import sqlite3
+
+    from capindex.store.catalog import read_user_captions
+
+    try:
+        return read_user_captions(old_catalogue)
+    except (sqlite3.Error, OSError) as exc:
+        events.notice(f"the user's captions in {old_catalogue} cannot be read ({exc}); "
+                      "they stay in that file")
+        return {}
+
+
+def _restore_user_captions(catalog, mirror: ParquetMirror, index: KeywordIndex,
+                           user_captions: dict[str, str]) -> None:
+    """Give each photo read again the user's caption its content had before the rebuild."""
+    ids = catalog.ids_by_hash(user_captions)
+    updates = [(row_id, {"user_caption": user_captions[sha256]})
+               for sha256, row_ids in ids.items() for row_id in row_ids]
+    if not updates:
+        return
+    sinks = Sinks(catalog, mirror, index)
+    try:
+        sinks.write(Changes(updates=updates))
+    except BaseException:
+        sinks.abandon()
+        raise
+    sinks.close()
 
 
 # An engine: (plan, captioner, detector, options, events) -> for each batch read, its items

@@ -272,6 +272,17 @@ class Catalog:
                     found.setdefault(row["sha256"], {name: row[name] for name in columns})
         return found
 
+    def ids_by_hash(self, hashes: Iterable[str]) -> dict[str, list[int]]:
+        """sha256 -> ids of the 'ok' rows with that content, for each hash catalogued."""
+        found: dict[str, list[int]] = {}
+        with self.engine.begin() as conn:
+            for chunk in _chunks(sorted(hashes)):
+                query = sa.select(_T.c.sha256, _T.c.id).where(_T.c.sha256.in_(chunk),
+                                                              _T.c.status == "ok")
+                for sha256, row_id in conn.execute(query):
+                    found.setdefault(sha256, []).append(row_id)
+        return found
+
     def has_ok_rows(self) -> bool:
         """Whether any image is captioned (so the search index should hold something)."""
         with self.engine.begin() as conn:
@@ -493,3 +504,18 @@ def utcnow() -> datetime:
     from datetime import timezone
 
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def read_user_captions(path: Path) -> dict[str, str]:
+    """sha256 -> the user's caption, from a catalogue file set aside by `ingest --rebuild`
+    (read-only; sqlite3.Error or OSError when it cannot be read). A catalogue from before
+    user captions has none."""
+    from contextlib import closing
+
+    with closing(_connect_read_only(path)) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+        if "user_caption" not in columns:
+            return {}
+        query = ("SELECT sha256, user_caption FROM images WHERE user_caption IS NOT NULL "
+                 "AND sha256 IS NOT NULL ORDER BY seq")
+        return dict(conn.execute(query).fetchall())
