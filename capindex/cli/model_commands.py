@@ -1,4 +1,5 @@
-"""The model commands: `capindex caption`, `capindex train`, `capindex evaluate`.
+"""The model commands: `capindex caption`, `capindex train`, `capindex train-scst`,
+`capindex evaluate`.
 
 Registered on the main group by capindex/cli/__init__.py. Torch is imported inside the commands so
 that `capindex --help` stays fast.
@@ -136,6 +137,53 @@ def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout,
                f"epochs; checkpoint: {out}")
 
 
+@click.command("train-scst")
+@_training_data_options
+@click.option("--init", "init_path", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The cross-entropy checkpoint to fine-tune (what `capindex train` wrote).")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+              help="Passes over the training images.")
+@click.option("--lr", default=2e-5, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Adam learning rate.")
+@click.option("--samples", default=5, show_default=True, type=click.IntRange(2),
+              help="Captions sampled per image; each one's baseline is the others' mean reward.")
+@click.option("--images-per-batch", default=32, show_default=True, type=click.IntRange(1),
+              help="Images per step.")
+@click.option("--val-every", default=0, show_default=True, type=click.IntRange(0),
+              help="Also validate (and keep the best) every this many steps; 0: once an epoch.")
+@_seed_options
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where encoder features are cached (default: the user cache dir).")
+def train_scst(data_dirs, out, init_path, epochs, lr, samples, images_per_batch, val_every,
+               seed, holdout, cache_dir):
+    """Fine-tune a trained decoder on CIDEr-D (self-critical sequence training).
+
+    Keeps the checkpoint with the best greedy CIDEr-D on the first dataset's val split;
+    writes nothing if no step beats --init.
+
+    Example: capindex train-scst --init gru.pt --data ../shared/datasets/flickr8k
+    --data ../shared/datasets/coco-1997 --out gru-scst.pt
+    """
+    from capindex.training.datasets import read_dataset
+    from capindex.training.scst import ScstConfig
+    from capindex.training.scst import train_scst as run
+
+    config = ScstConfig(epochs=epochs, lr=lr, samples=samples,
+                        images_per_batch=images_per_batch, val_every=val_every, seed=seed)
+    try:
+        datasets = [read_dataset(d, holdout=holdout, seed=seed) for d in data_dirs]
+        result = run(init_path, datasets, out, config, cache_dir or _default_cache_dir(),
+                     log=lambda m: click.echo(m, err=True))
+    except (CapindexError, ValueError) as exc:
+        raise click.ClickException(printable(str(exc))) from exc
+    if result["improved"]:
+        click.echo(f"best validation CIDEr-D {result['best_cider']:.3f}; checkpoint: {out}")
+    else:
+        click.echo(f"no step beat {init_path} (validation CIDEr-D {result['best_cider']:.3f}); "
+                   f"nothing written")
+
+
 @click.command()
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -258,4 +306,4 @@ def evaluate_search(data_dir, split, holdout, seed, model_path, device, library_
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
-MODEL_COMMANDS = (caption, train, evaluate, train_embedding, evaluate_search)
+MODEL_COMMANDS = (caption, train, train_scst, evaluate, train_embedding, evaluate_search)
