@@ -75,6 +75,32 @@ def caption(images, model_path, beam_size, device, as_json, max_file_mb):
     sys.exit(1 if failed else 0)
 
 
+def _guide_options(f):
+    """--guide and its settings (model/guide.py), as `caption` and `evaluate` take them."""
+    from capindex.model.guide import MODES, GuideConfig
+
+    default = GuideConfig()
+    f = click.option("--bonus", default=default.bonus, show_default=True, type=float,
+                     help="Log-probability added to a detected label's words (--guide boost).")(f)
+    f = click.option("--tag-threshold", default=default.tag_threshold, show_default=True,
+                     type=click.FloatRange(0, 1),
+                     help="ImageNet probability from which a tag guides the caption.")(f)
+    f = click.option("--object-threshold", default=default.object_threshold,
+                     show_default=True, type=click.FloatRange(0, 1),
+                     help="Detector score from which an object guides the caption.")(f)
+    return click.option("--guide", default=default.mode, show_default=True,
+                        type=click.Choice(MODES),
+                        help="Decoding guided by detected labels: boost their words, or "
+                             "constrain the caption to hold one.")(f)
+
+
+def _guide_config(mode, object_threshold, tag_threshold, bonus):
+    from capindex.model.guide import GuideConfig
+
+    return GuideConfig(mode=mode, object_threshold=object_threshold,
+                       tag_threshold=tag_threshold, bonus=bonus)
+
+
 def _seed_options(f):
     """--seed and --holdout, as `train` and `train-embedding` take them."""
     f = click.option("--holdout", default=200, show_default=True, type=click.IntRange(0),
@@ -201,8 +227,10 @@ def train_scst(data_dirs, out, init_path, epochs, lr, samples, images_per_batch,
               help="Where encoder features are cached (default: the user cache dir).")
 @click.option("--device", default="auto", show_default=True, type=DEVICES,
               help="Where the model runs: auto picks cuda when available.")
+@_guide_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, device, as_json):
+def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, device, guide,
+             object_threshold, tag_threshold, bonus, as_json):
     """Score a model with BLEU-1..4, ROUGE-L and CIDEr-D (coco-caption scorers).
 
     Example: capindex evaluate --data ../shared/datasets/flickr8k --beam-size 3
@@ -212,7 +240,9 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
     from capindex.training.evaluate import evaluate as run_evaluation
 
     try:
-        captioner = Captioner.load(model_path, device=device, beam_size=beam_size)
+        captioner = Captioner.load(model_path, device=device, beam_size=beam_size,
+                                   guide=_guide_config(guide, object_threshold, tag_threshold,
+                                                       bonus))
         dataset = read_dataset(data_dir, holdout=holdout, seed=seed)
         result = run_evaluation(captioner, dataset, split, cache_dir or _default_cache_dir())
     except CapindexError as exc:
@@ -224,6 +254,8 @@ def evaluate(data_dir, split, model_path, beam_size, holdout, seed, cache_dir, d
                f"{result['decoding']['method']} k={beam_size}")
     for metric, value in result["scores"].items():
         click.echo(f"  {metric:<8} {value:.4f}")
+    click.echo(f"  {result['vocabulary']['distinct_words']} distinct words, "
+               f"{result['vocabulary']['distinct_captions']} distinct captions")
     click.echo(f"  decoding {result['decode_images_per_s']} images/s (decoder only)")
 
 
