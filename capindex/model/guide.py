@@ -12,9 +12,10 @@ A label (a YOLOX object, an ImageNet class) maps through the WordNet table
 
 A label whose group would be empty guides nothing. `Guide.groups` picks an image's
 confident labels (detector score, classifier probability above the config's thresholds)
-and returns the groups of the surest `max_groups`; the search (`decoding.py`) adds `bonus` to the log-probability
-of a group's words until the caption holds one of them, or, constrained, keeps only
-captions that hold a word of some group when one such caption finishes.
+and returns the groups of the surest `max_groups`. The search (`decoding.py`) adds
+`bonus` to the log-probability of a group's words until the caption holds one of them
+("boost"), or answers with the best caption holding a word of some group whenever one
+such caption finishes ("constrain").
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
     plan = plan_ingest(catalogue, discover(paths))        # stat only, no file opened
     for batch in decode_batches(DecodeDataset(paths)):    # workers: read, hash, decode
-        captions = caption_images(captioner, batch.images) # main process: the model
         objects = detect_objects(detector, batch.images)   # main process: the detector
+        captions = caption_images(captioner, batch.images, objects)  # the model
         sinks.write(changes)                               # SQLite commit, Parquet, index
 
 What a re-run does with each file: `plan.py`. A file whose content is already
@@ -167,14 +167,9 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
     imaged = [item for item in batch.items if item.has_image]  # the rows of batch.images
     enrich = [plan.tasks[item.index].reason == "enrich" for item in imaged]
     to_caption = [k for k, only_objects in enumerate(enrich) if not only_objects]
-    captions, made_by = {}, None
-    if to_caption:
-        made_by = model.load()
-        images = batch.images if len(to_caption) == len(imaged) else batch.images[to_caption]
-        captions = dict(zip(to_caption, caption_images(model.captioner, images)))
-        summary.captioned += len(to_caption)
     found = [(None, None)] * len(imaged)
-    # new rows, and unchanged ones whose objects another detector (or none) found
+    # new rows, and unchanged ones whose objects another detector (or none) found; before
+    # the captions, which a guided captioner words after them (model/guide.py)
     to_detect = [k for k, item in enumerate(imaged) if detector is not None and (
         not enrich[k] or plan.tasks[item.index].old.detector_id != detector.detector_id)]
     if to_detect:
@@ -182,6 +177,15 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
         images = batch.images if len(to_detect) == len(imaged) else batch.images[to_detect]
         for k, result in zip(to_detect, detect_objects(detector, images, sizes)):
             found[k] = result
+    captions, made_by = {}, None
+    if to_caption:
+        made_by = model.load()
+        images = batch.images if len(to_caption) == len(imaged) else batch.images[to_caption]
+        objects = None
+        if detector is not None and getattr(model.captioner, "guide", None) is not None:
+            objects = [found[k][0] or [] for k in to_caption]
+        captions = dict(zip(to_caption, caption_images(model.captioner, images, objects)))
+        summary.captioned += len(to_caption)
     position = {item.index: k for k, item in enumerate(imaged)}
     embedding_id = getattr(model.captioner, "embedding_id", None)
     to_embed = [k for k, item in enumerate(imaged) if enrich[k] and embedding_id
