@@ -3,11 +3,15 @@ reward and self-critical training."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from capindex.cli import main
 from capindex.model import DEFAULT_CHECKPOINT
 from capindex.model.checkpoint import load_checkpoint
 from capindex.model.config import ModelConfig
@@ -17,6 +21,7 @@ from capindex.model.guide import Guide, GuideConfig
 from capindex.model.vocab import Vocabulary, tokenize
 from capindex.training.cider import CiderD
 
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 CAPTIONS = ["a dog runs on the grass", "a man rides a red bike down the road",
             "two children play in the water", "a cat sits on a sofa", "a cup of coffee"]
 
@@ -128,3 +133,20 @@ def test_self_critical_training_raises_the_reward(tmp_path):
         optimizer.step()
         rewards.append(float(reward.mean()))
     assert sum(rewards[-10:]) > 1.5 * sum(rewards[:10])
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped model")
+def test_shipped_model_names_what_is_in_the_sample_photos(shipped_vocab):
+    """`capindex caption` as shipped (guided decoding, the detector's objects): the cat
+    photo's caption says cat, the espresso's cup or coffee, the astronaut's a person."""
+    names = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")
+    result = CliRunner().invoke(main, ["caption", *(str(SAMPLES / n) for n in names), "--json",
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    said = {Path(row["path"]).name: set(tokenize(row["caption"]))
+            for row in map(json.loads, result.stdout.splitlines())}
+    assert "cat" in said["chelsea.jpg"], said
+    assert said["coffee.jpg"] & {"cup", "coffee"}, said
+    # a person: the word or a narrower one (WordNet: man, woman, astronaut...), or plural
+    person = words_of(shipped_vocab, Guide(shipped_vocab, GuideConfig()).group("person", "coco"))
+    assert said["astronaut.jpg"] & person, said

@@ -31,55 +31,11 @@ def _model_option(f):
                         help="Checkpoint to use (default: the shipped model).")(f)
 
 
-@click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_model_option
-@click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20),
-              help="Beam width; 1 is greedy decoding.")
-@click.option("--device", default="auto", show_default=True, type=DEVICES,
-              help="Where the model runs: auto picks cuda when available.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
-              default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
-              help="Files larger than this many megabytes are skipped without being read.")
-def caption(images, model_path, beam_size, device, as_json, max_file_mb):
-    """Print a caption for each IMAGE.
-
-    Files are read and decoded as `capindex ingest` does: the same size and
-    pixel limits, only regular files.
-
-    Example: capindex caption sample_images/chelsea.jpg --json
-    """
-    from capindex.model.captioner import Captioner
-    from capindex.pipeline.decode import load_image
-
-    try:
-        captioner = Captioner.load(model_path, device=device, beam_size=beam_size)
-    except CapindexError as exc:
-        raise click.ClickException(printable(str(exc))) from exc
-    failed = 0
-    for path in images:
-        try:
-            _, pixels = load_image(str(path), max_file_mb * 10**6)  # uint8 (3, 224, 224)
-        except Exception as exc:  # PIL and the OS raise many kinds for a bad file
-            click.echo(printable(f"skipping {path}: {describe_failure(exc)}"), err=True)
-            failed += 1
-            continue
-        (result,) = captioner.caption_batch(pixels.unsqueeze(0))
-        if as_json:
-            click.echo(json.dumps({"path": str(path), "caption": result.text,
-                                   "score": round(result.score, 4),
-                                   "tags": [{"label": label, "p": p} for label, p in result.tags]}))
-        else:
-            click.echo(f"{printable(str(path))}\t{result.text}")
-    sys.exit(1 if failed else 0)
-
-
 def _guide_options(f):
     """--guide and its settings (model/guide.py), as `caption` and `evaluate` take them."""
-    from capindex.model.guide import MODES, GuideConfig
+    from capindex.model.guide import MODES, shipped_guide
 
-    default = GuideConfig()
+    default = shipped_guide()
     f = click.option("--bonus", default=default.bonus, show_default=True, type=float,
                      help="Log-probability added to a detected label's words (--guide boost).")(f)
     f = click.option("--tag-threshold", default=default.tag_threshold, show_default=True,
@@ -99,6 +55,62 @@ def _guide_config(mode, object_threshold, tag_threshold, bonus):
 
     return GuideConfig(mode=mode, object_threshold=object_threshold,
                        tag_threshold=tag_threshold, bonus=bonus)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_model_option
+@click.option("--beam-size", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Beam width; 1 is greedy decoding.")
+@click.option("--device", default="auto", show_default=True, type=DEVICES,
+              help="Where the model runs: auto picks cuda when available.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
+              default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
+              help="Files larger than this many megabytes are skipped without being read.")
+@_guide_options
+def caption(images, model_path, beam_size, device, as_json, max_file_mb, guide,
+            object_threshold, tag_threshold, bonus):
+    """Print a caption for each IMAGE.
+
+    Files are read and decoded as `capindex ingest` does: the same size and
+    pixel limits, only regular files.
+
+    Example: capindex caption sample_images/chelsea.jpg --json
+    """
+    from capindex.model.captioner import Captioner
+    from capindex.pipeline.decode import load_image
+    from capindex.pipeline.detect import detect_objects, load_detector
+
+    try:
+        captioner = Captioner.load(model_path, device=device, beam_size=beam_size,
+                                   guide=_guide_config(guide, object_threshold, tag_threshold,
+                                                       bonus))
+        # a guided caption is worded after the detected objects, as ingest's
+        detector = load_detector() if captioner.guide is not None else None
+    except CapindexError as exc:
+        raise click.ClickException(printable(str(exc))) from exc
+    failed = 0
+    for path in images:
+        try:
+            meta, pixels = load_image(str(path), max_file_mb * 10**6)  # uint8 (3, 224, 224)
+        except Exception as exc:  # PIL and the OS raise many kinds for a bad file
+            click.echo(printable(f"skipping {path}: {describe_failure(exc)}"), err=True)
+            failed += 1
+            continue
+        objects = None
+        if detector is not None:
+            ((found, _),) = detect_objects(detector, pixels.unsqueeze(0),
+                                           [(meta["width"], meta["height"])])
+            objects = [found or []]
+        (result,) = captioner.caption_batch(pixels.unsqueeze(0), objects=objects)
+        if as_json:
+            click.echo(json.dumps({"path": str(path), "caption": result.text,
+                                   "score": round(result.score, 4),
+                                   "tags": [{"label": label, "p": p} for label, p in result.tags]}))
+        else:
+            click.echo(f"{printable(str(path))}\t{result.text}")
+    sys.exit(1 if failed else 0)
 
 
 def _seed_options(f):

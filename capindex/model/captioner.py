@@ -14,7 +14,7 @@ from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
 from capindex.model.decoding import beam_search, beam_search_batched, constrained_beam_search, greedy_search
 from capindex.model.encoder import Encoder, top_tags
-from capindex.model.guide import Guide, GuideConfig
+from capindex.model.guide import Guide, GuideConfig, shipped_guide
 from capindex.model.preprocess import normalize
 
 
@@ -130,8 +130,8 @@ class Captioner:
         (see `autocast_dtype`); `channels_last` None picks the layout by device.
         `embedding`: a text-image embedding checkpoint whose image vectors each caption
         carries (the encoder's outputs feed it: no second pass); None: none.
-        `guide`: decoding guided by detected labels (`model/guide.py`); None: the default
-        `GuideConfig`.
+        `guide`: decoding guided by detected labels (`model/guide.py`); None: the shipped
+        setting (`shipped_guide`); `GuideConfig()` decodes without a guide.
         """
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         decoder, vocab, meta = load_checkpoint(path)
@@ -148,7 +148,8 @@ class Captioner:
             embedding_id = name_embedding(embedding, embedder.weights_hash)
         return cls(encoder, decoder, vocab, meta.get("model_id", path.stem), weights_hash,
                    beam_size=beam_size, precision=precision, channels_last=channels_last,
-                   embedder=embedder, embedding_id=embedding_id, guide=guide)
+                   embedder=embedder, embedding_id=embedding_id,
+                   guide=shipped_guide() if guide is None else guide)
 
     @torch.inference_mode()
     def caption_batch(self, images: torch.Tensor, objects=None) -> list[Caption]:

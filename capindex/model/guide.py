@@ -42,6 +42,12 @@ class GuideConfig:
             raise ValueError(f"guide mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
+def shipped_guide() -> GuideConfig:
+    """The guide `Captioner.load` uses unless told otherwise: the setting chosen by one
+    sweep on Flickr8k val (docs/model-card.md, "Guided decoding")."""
+    return GuideConfig(mode="boost", object_threshold=0.5, tag_threshold=0.5, bonus=2.0)
+
+
 class Guide:
     """Label -> word-id groups for one vocabulary, and the confident groups of an image."""
 
