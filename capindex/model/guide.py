@@ -45,7 +45,7 @@ class GuideConfig:
 def shipped_guide() -> GuideConfig:
     """The guide `Captioner.load` uses unless told otherwise: the setting chosen by one
     sweep on Flickr8k val (docs/model-card.md, "Guided decoding")."""
-    return GuideConfig(mode="boost", object_threshold=0.5, tag_threshold=0.5, bonus=2.0)
+    return GuideConfig(mode="constrain", object_threshold=0.5, tag_threshold=0.5, max_groups=1)
 
 
 class Guide:
