@@ -28,6 +28,7 @@ from capindex.training.evaluate import evaluate  # noqa: E402
 SETTINGS = [GuideConfig()]
 SETTINGS += [GuideConfig("boost", t, t, b) for t in (0.3, 0.5, 0.7) for b in (1.0, 2.0, 3.0)]
 SETTINGS += [GuideConfig("constrain", t, t, 0.0, g) for t in (0.3, 0.5, 0.7) for g in (1, 3)]
+SETTINGS += [GuideConfig("fallback", t, t, 0.0, 1) for t in (0.3, 0.5, 0.7)]
 
 
 def main() -> None:

@@ -96,6 +96,23 @@ def test_constrained_search_holds_a_guide_word_or_equals_plain_search(seed):
             assert tokens[b] == plain[b] and others[b] == plain_others[b]
 
 
+def test_fallback_keeps_plain_captions_that_hold_a_guide_word():
+    from capindex.model.captioner import Captioner
+
+    decoder, vocab, features = tiny(1)
+    plain, _ = beam_search(decoder, features, vocab, 3, 12)
+    present = plain[0][1] if len(plain[0]) > 1 else plain[0][0]  # a word image 0 already says
+    absent = next(i for i in range(4, len(vocab)) if i not in plain[1])
+    guides = [[(present,)], [(absent,)], [], [], []]
+    captioner = Captioner(None, decoder, vocab, "tiny", "0" * 64, beam_size=3, max_len=12,
+                          channels_last=False, guide=GuideConfig("fallback"))
+    captioner.guide.groups = lambda tags, objects: guides.pop(0)
+    got = captioner.caption_features(features)
+    assert got[0].text == vocab.decode(plain[0])  # it held its guide word: kept
+    assert vocab.words[absent] in got[1].text.split()  # searched again with the constraint
+    assert [c.text for c in got[2:]] == [vocab.decode(t) for t in plain[2:]]
+
+
 def test_cider_d_equals_coco_captions_scorer():
     pytest.importorskip("pycocoevalcap")
     from pycocoevalcap.cider.cider import Cider

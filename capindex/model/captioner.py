@@ -200,6 +200,18 @@ class Captioner:
             tokens, scores, others = constrained_beam_search(
                 self.decoder, features, self.vocab, guides, self.beam_size, self.max_len,
                 n_best=self.beam_size)
+        elif self.guide_config.mode == "fallback":
+            tokens, scores, others = beam_search(self.decoder, features, self.vocab,
+                                                 self.beam_size, self.max_len,
+                                                 n_best=self.beam_size)
+            missing = [b for b, (words, groups) in enumerate(zip(tokens, guides))
+                       if groups and not set(words) & {w for g in groups for w in g}]
+            if missing:
+                again = constrained_beam_search(
+                    self.decoder, features[missing], self.vocab, [guides[b] for b in missing],
+                    self.beam_size, self.max_len, n_best=self.beam_size)
+                for j, b in enumerate(missing):
+                    tokens[b], scores[b], others[b] = again[0][j], again[1][j], again[2][j]
         elif self.beam_size == 1:
             tokens, scores = greedy_search(self.decoder, features, self.vocab, self.max_len,
                                            guides, bonus)

@@ -15,7 +15,8 @@ confident labels (detector score, classifier probability above the config's thre
 and returns the groups of the surest `max_groups`. The search (`decoding.py`) adds
 `bonus` to the log-probability of a group's words until the caption holds one of them
 ("boost"), or answers with the best caption holding a word of some group whenever one
-such caption finishes ("constrain").
+such caption finishes ("constrain"), or does the latter only for the images whose plain
+beam-search caption holds no word of their groups ("fallback": the others keep it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from functools import cached_property
 from capindex.model.vocab import tokenize
 from capindex.words import related_words, simple_singulars
 
-MODES = ("off", "boost", "constrain")
+MODES = ("off", "boost", "constrain", "fallback")
 
 
 @dataclass(frozen=True)
