@@ -190,11 +190,13 @@ def train(data_dirs, out, cell, epochs, batch_size, lr, patience, seed, holdout,
               help="Images per step.")
 @click.option("--val-every", default=0, show_default=True, type=click.IntRange(0),
               help="Also validate (and keep the best) every this many steps; 0: once an epoch.")
+@click.option("--max-steps", default=0, show_default=True, type=click.IntRange(0),
+              help="Stop after this many steps (validating there); 0: after --epochs.")
 @_seed_options
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where encoder features are cached (default: the user cache dir).")
 def train_scst(data_dirs, out, init_path, epochs, lr, samples, images_per_batch, val_every,
-               seed, holdout, cache_dir):
+               max_steps, seed, holdout, cache_dir):
     """Fine-tune a trained decoder on CIDEr-D (self-critical sequence training).
 
     Keeps the checkpoint with the best greedy CIDEr-D on the first dataset's val split;
@@ -208,7 +210,8 @@ def train_scst(data_dirs, out, init_path, epochs, lr, samples, images_per_batch,
     from capindex.training.scst import train_scst as run
 
     config = ScstConfig(epochs=epochs, lr=lr, samples=samples,
-                        images_per_batch=images_per_batch, val_every=val_every, seed=seed)
+                        images_per_batch=images_per_batch, val_every=val_every,
+                        max_steps=max_steps, seed=seed)
     try:
         datasets = [read_dataset(d, holdout=holdout, seed=seed) for d in data_dirs]
         result = run(init_path, datasets, out, config, cache_dir or _default_cache_dir(),

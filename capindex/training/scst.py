@@ -40,6 +40,7 @@ class ScstConfig:
     grad_clip: float = 5.0
     seed: int = 0
     val_every: int = 0  # validate (and keep the best) every this many steps too; 0: per epoch
+    max_steps: int = 0  # stop after this many steps in all (validating there); 0: no limit
 
 
 def sample_captions(decoder, features: torch.Tensor, vocab, samples: int, max_len: int,
@@ -108,6 +109,7 @@ def train_scst(init: Path, datasets: list[CaptionDataset], out: Path, config: Sc
     history = [{"epoch": 0, "val": scores}]
     log(f"start: {len(names)} training images; greedy val " + _line(scores))
     k = config.samples
+    done = 0  # steps taken, all epochs
     for epoch in range(1, config.epochs + 1):
         decoder.eval()  # no dropout: the sampled policy is the deployed one
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -128,7 +130,9 @@ def train_scst(init: Path, datasets: list[CaptionDataset], out: Path, config: Sc
             nn.utils.clip_grad_norm_(decoder.parameters(), config.grad_clip)
             optimizer.step()
             total_reward += float(reward.mean())
-            if step == steps or (config.val_every and step % config.val_every == 0):
+            done += 1
+            stop = done == config.max_steps
+            if step == steps or stop or (config.val_every and step % config.val_every == 0):
                 scores = score_val()
                 point = {"epoch": epoch, "step": step, "mean_reward": total_reward / step,
                          "seconds": round(time.perf_counter() - started, 1), "val": scores}
@@ -141,6 +145,10 @@ def train_scst(init: Path, datasets: list[CaptionDataset], out: Path, config: Sc
                     save_checkpoint(out, decoder, vocab, _provenance(init, init_meta, config,
                                                                      datasets, point, history))
                 decoder.eval()
+            if stop:
+                break
+        if done == config.max_steps:
+            break
     return {"best_cider": best, "history": history,
             "improved": best > history[0]["val"][datasets[0].name]["CIDEr-D"]}
 
