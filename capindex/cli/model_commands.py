@@ -51,10 +51,13 @@ def _guide_options(f):
 
 
 def _guide_config(mode, object_threshold, tag_threshold, bonus):
-    from capindex.model.guide import GuideConfig
+    """The shipped guide with the options' values (the rest, e.g. max_groups, as shipped)."""
+    from dataclasses import replace
 
-    return GuideConfig(mode=mode, object_threshold=object_threshold,
-                       tag_threshold=tag_threshold, bonus=bonus)
+    from capindex.model.guide import shipped_guide
+
+    return replace(shipped_guide(), mode=mode, object_threshold=object_threshold,
+                   tag_threshold=tag_threshold, bonus=bonus)
 
 
 @click.command()

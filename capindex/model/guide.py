@@ -46,7 +46,7 @@ class GuideConfig:
 def shipped_guide() -> GuideConfig:
     """The guide `Captioner.load` uses unless told otherwise: the setting chosen by one
     sweep on Flickr8k val (docs/model-card.md, "Guided decoding")."""
-    return GuideConfig(mode="constrain", object_threshold=0.5, tag_threshold=0.5, max_groups=1)
+    return GuideConfig(mode="fallback", object_threshold=0.7, tag_threshold=0.7, max_groups=1)
 
 
 class Guide:
