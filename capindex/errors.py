@@ -83,8 +83,25 @@ class SharedMemoryFull(CapindexError):
         )
 
 
+class PhotoNotFound(CapindexError):
+    """A photo named by id or path that the library does not hold (as captioned)."""
+
+    def __init__(self, photo: int | str, library: str) -> None:
+        what = f"no photo with id {photo}" if isinstance(photo, int) else f"{photo} is not"
+        super().__init__(f"{what} in the library at {library}; see capindex search or "
+                         "capindex export for what it holds")
+
+
+class ImageUnreadable(CapindexError):
+    """An image given to describe (an upload) cannot be decoded: the reason in one line."""
+
+
 class ModelError(CapindexError):
     """A model checkpoint is missing, unreadable or not a capindex checkpoint."""
+
+
+class EngineError(CapindexError):
+    """The distributed engine cannot run: Ray is not installed, or its cluster not reached."""
 
 
 class DatasetError(CapindexError):

@@ -16,6 +16,11 @@ import capindex.store.parquet
 from capindex.cli import main
 
 if __name__ == "__main__":
+    if "ray" in sys.argv:  # --engine ray: its workers do not import tests/
+        import fakes
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(fakes)
     captioner = FakeCaptioner(delay=float(sys.argv[1]))
     capindex.store.parquet.ROW_GROUP_SIZE = int(sys.argv[2])
     main(args=sys.argv[3:], obj={"load_captioner": lambda model_path, device: captioner},

@@ -32,7 +32,8 @@ def test_json_output(cli, ingested):
     result = cli("search", "blue", "--json", "--limit", "1")
     hits = json.loads(result.stdout)
     assert len(hits) == 1
-    assert set(hits[0]) == {"rank", "score", "id", "path", "caption", "tags"}
+    assert set(hits[0]) == {"rank", "score", "id", "path", "caption", "generated_caption",
+                            "user_caption", "tags"}
     assert hits[0]["rank"] == 1 and hits[0]["path"] == f"{ingested}/blue.jpg"
     assert hits[0]["tags"][0]["label"] == "blue thing"
 

@@ -17,6 +17,7 @@ import capindex
 from capindex.model.detector import Detection
 from capindex.pipeline.detect import DeferredDetector, load_detector
 from capindex.pipeline.report import Events
+from capindex.store.schema import SCHEMA_VERSION
 
 NEW_COLUMNS = ("alt_captions", "objects", "detector_id", "embedding", "embedding_model")
 
@@ -80,7 +81,7 @@ def test_an_older_library_gains_objects_without_captioning_again(tmp_path, photo
         assert [o["label"] for o in row["objects"]] == ["cat"]
         assert row["detector_id"] == "fake-detector@1"
     assert pq.read_table(next((lib.root / "parquet").glob("*.parquet"))).schema.metadata[
-        b"capindex.schema_version"] == b"2"
+        b"capindex.schema_version"] == str(SCHEMA_VERSION).encode()
     # found by the object and by its broader words
     assert len(lib.search("objects:cat", 10, mode="keyword")) == 4
     assert len(lib.search("pet", 10, mode="keyword")) == 4

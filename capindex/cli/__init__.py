@@ -6,8 +6,9 @@ SQLAlchemy, Whoosh) happen inside the commands, so `capindex --help` is fast. Li
 errors (capindex.errors) become one-line `Error: ...` messages.
 
     __init__.py          the `capindex` group and --library
-    library_commands.py  ingest, search, export, info
+    library_commands.py  ingest, search, edit, export, info
     model_commands.py    caption, train, evaluate
+    serve_command.py     serve (the web page, capindex.web)
     progress.py          the progress bar, `skipping` lines and the ingest summary
 """
 
@@ -19,6 +20,7 @@ import click
 
 from capindex.cli.library_commands import LIBRARY_COMMANDS
 from capindex.cli.model_commands import MODEL_COMMANDS
+from capindex.cli.serve_command import SERVE_COMMANDS
 from capindex.pipeline.caption import load_captioner
 from capindex.pipeline.detect import load_detector
 
@@ -45,5 +47,5 @@ def main(ctx: click.Context, library_dir: Path | None) -> None:
     ctx.obj["library_dir"] = library_dir
 
 
-for _command in (*LIBRARY_COMMANDS, *MODEL_COMMANDS):
+for _command in (*LIBRARY_COMMANDS, *MODEL_COMMANDS, *SERVE_COMMANDS):
     main.add_command(_command)

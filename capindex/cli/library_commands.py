@@ -1,8 +1,9 @@
-"""The library commands: `capindex ingest`, `search`, `export`, `info`, each a thin layer
+"""The library commands: `capindex ingest`, `search`, `edit`, `export`, `info`, each a thin layer
 over `capindex.api.Library` (torch, pyarrow, SQLAlchemy and Whoosh load inside them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import click
 
+from capindex.api import ENGINES
 from capindex.cli.common import DashWordsCommand, library, library_errors, printable
 from capindex.cli.progress import Progress, format_summary
+from capindex.errors import QuerySyntaxError
 from capindex.model import PRECISIONS
 from capindex.pipeline.options import DEFAULT_MAX_FILE_SIZE
 from capindex.search.modes import SEARCH_MODES
@@ -24,6 +27,7 @@ from capindex.store.export import FORMATS, format_from_suffix
 EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
 INTERRUPTED = "interrupted: what was written is kept; run the same command again to finish"
+DATE = click.DateTime(formats=["%Y-%m-%d"])
 
 
 @click.command()
@@ -68,11 +72,20 @@ INTERRUPTED = "interrupted: what was written is kept; run the same command again
 @click.option("--max-file-size", "max_file_mb", type=click.IntRange(1), metavar="MB",
               default=DEFAULT_MAX_FILE_SIZE // 10**6, show_default=True,
               help="Files larger than this many megabytes fail without being read.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES),
+              help="Where files are read and the models run: this machine, or a Ray cluster "
+                   "(pip install 'capindex[ray]'; docs/scale-out.md). The rows are the same.")
+@click.option("--address", metavar="auto|HOST:PORT",
+              help="With --engine ray: the Ray cluster to join.  [default: a local Ray "
+                   "started for the run, with this machine's CPUs]")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary (bad files are still reported).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as a JSON object on stdout (the counts and seconds).")
 @click.pass_context
 def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precision, pin_memory,
-           exclude, objects, recaption, retry_failed, rebuild, max_file_mb, quiet):
+           exclude, objects, recaption, retry_failed, rebuild, max_file_mb, engine, address,
+           quiet, as_json):
     """Caption the images under each PATH and add them to the library.
 
     Folders are walked recursively for .jpg .jpeg .png .webp .bmp .gif .tif
@@ -97,10 +110,13 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
       130  interrupted by Ctrl-C: what was written is kept; run again to finish
 
     \b
-    Example:
+    Examples:
         capindex ingest ~/Pictures --exclude 'thumbs/*'
+        capindex ingest /shared/photos --engine ray --address auto
     """
-    if device == "cuda":
+    if address is not None and engine != "ray":
+        raise click.BadParameter("--address needs --engine ray", param_hint="'--address'")
+    if device == "cuda" and engine == "local":
         import torch
 
         if not torch.cuda.is_available():
@@ -119,13 +135,16 @@ def ingest(ctx, paths, batch_size, workers, device, model_path, threads, precisi
             summary = library(ctx).ingest(
                 paths, captioner=captioner, objects=detector is not None, detector=detector,
                 events=Progress(quiet),
-                should_stop=lambda: stop.is_set(), batch_size=batch_size, workers=workers,
+                should_stop=lambda: stop.is_set(), engine=engine, address=address,
+                batch_size=batch_size, workers=workers,
                 pin_memory=pin_memory, exclude=tuple(exclude), recaption=recaption,
                 retry_failed=retry_failed, rebuild=rebuild, max_file_size=max_file_mb * 10**6)
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         ctx.exit(EXIT_INTERRUPTED)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(summary)))
+    elif not quiet:
         click.echo(format_summary(summary), err=True)
     if summary.interrupted:
         click.echo(INTERRUPTED, err=True)
@@ -174,11 +193,24 @@ def _stop_on_sigint():
                    "without image vectors).")
 @click.option("--like", "like", metavar="PHOTO", type=click.Path(dir_okay=False, path_type=str),
               help="Rank the library by how alike its photos are to PHOTO (catalogued or not).")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0),
+              help="Skip this many results first (the next page: --offset 10).")
+@click.option("--after", type=DATE, metavar="YYYY-MM-DD",
+              help="Only photos taken on or after this day (EXIF capture date).")
+@click.option("--before", type=DATE, metavar="YYYY-MM-DD",
+              help="Only photos taken on or before this day.")
+@click.option("--camera", metavar="TEXT",
+              help="Only photos whose camera make or model holds TEXT (any case): canon.")
+@click.option("--object", "object_label", metavar="LABEL",
+              help="Only photos in which this object was detected (a COCO label: dog, car).")
+@click.option("--tag", metavar="TEXT",
+              help="Only photos with a tag holding TEXT (ImageNet labels: tabby, seashore).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the results as a JSON array (with each hit's keyword and vector "
                    "scores).")
 @click.pass_context
-def search(ctx, words, limit, mode, like, as_json):
+def search(ctx, words, limit, mode, like, offset, after, before, camera, object_label, tag,
+           as_json):
     """Find images by what they show: words in their caption, detected objects, tags or
     file name (BM25), fused with search by meaning.
 
@@ -189,29 +221,91 @@ def search(ctx, words, limit, mode, like, as_json):
     images with that word; "quoted phrases", AND / OR and field:word (fields
     caption, alt, objects, tags, words, name) work too. Prints rank, score,
     path and caption, one image a line. QUERY may be one argument or several
-    (`capindex search -cat` works; "--" ends the options).
+    (`capindex search -cat` works; "--" ends the options). The filters
+    (--after, --before, --camera, --object, --tag) apply before --limit; with
+    filters and no QUERY, the photos that pass them are listed newest taken
+    first.
 
     \b
     Examples:
         capindex search "dog on a beach" --limit 5
         capindex search "dog -cat"
         capindex search --like holiday/IMG_2041.jpg
+        capindex search dog --after 2019-01-01 --before 2019-12-31 --camera canon
+        capindex search --object dog --offset 10
     """
+    from capindex.search.filters import Filters
+
     query = " ".join(words)
-    if not query and not like:
-        raise click.UsageError("give a QUERY, or --like PHOTO")
+    try:
+        filters = Filters(after=after and after.date(), before=before and before.date(),
+                          camera=camera, object=object_label, tag=tag)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--after' / '--before'") from exc
+    if not query and not like and filters.is_empty():
+        raise click.UsageError("give a QUERY, --like PHOTO, or a filter (--after, --before, "
+                               "--camera, --object, --tag)")
+    if query and not query.strip() and not like and filters.is_empty():
+        raise click.ClickException(str(QuerySyntaxError(query, "the query is empty")))
     notes: list[str] = []
     with library_errors():
-        hits = library(ctx).search(query, limit, mode=mode, like=like, notes=notes)
+        hits = library(ctx).search(query, limit, offset=offset, filters=filters, mode=mode,
+                                   like=like, notes=notes)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
         return
     if not hits:
-        click.echo(f"no images match {query!r}", err=True)
+        what = f"match {query!r}" if query or like else "pass the filters"
+        more = " and the filters" if (query or like) and not filters.is_empty() else ""
+        click.echo(printable(f"no images {what}{more}"
+                             + (f" after the first {offset}" if offset else "")), err=True)
     for hit in hits:
         click.echo(printable(f"{hit.rank:>3}  {hit.score:6.2f}  {hit.path}  {hit.caption}"))
+
+
+@click.command()
+@click.argument("photo", required=False, metavar="PHOTO")
+@click.argument("caption", nargs=-1, metavar="CAPTION")
+@click.option("--id", "photo_id", type=click.IntRange(1), metavar="N",
+              help="Name the photo by its id (the `id` of search --json) instead of PHOTO.")
+@click.option("--revert", is_flag=True,
+              help="Drop your caption: the generated one is shown and searched again.")
+@click.pass_context
+def edit(ctx, photo, caption, photo_id, revert):
+    """Replace the caption of PHOTO (a catalogued file) with CAPTION, or --revert.
+
+    Your caption is shown and searched instead of the generated one, which
+    is kept (searched with a lower weight, exported as `caption` beside
+    `user_caption`). It stays when the photo is captioned again (--recaption,
+    another model). While an ingest is writing to the library, an edit is
+    refused (run it again once the ingest is done).
+
+    \b
+    Examples:
+        capindex edit ~/Pictures/IMG_2041.jpg "Rex on Brighton beach"
+        capindex edit --id 12 "Rex on Brighton beach"
+        capindex edit ~/Pictures/IMG_2041.jpg --revert
+    """
+    words = list(caption)
+    if photo_id is not None and photo is not None:
+        words.insert(0, photo)  # with --id, every argument is the caption
+    image = photo_id if photo_id is not None else photo
+    if image is None:
+        raise click.UsageError("name the photo: PHOTO (a catalogued file) or --id N")
+    text = " ".join(words)
+    if revert and text:
+        raise click.UsageError("give a CAPTION or --revert, not both")
+    if not revert and not text.strip():
+        raise click.ClickException("the caption is empty; give the new caption, or --revert "
+                                   "to the generated one")
+    lib = library(ctx)
+    with library_errors():
+        row_id = lib.revert_caption(image) if revert else lib.edit_caption(image, text)
+        row = lib.photo(row_id)
+    click.echo(printable(f"{row['path']} (id {row_id}): {row['caption']}"
+                         + (" (generated)" if revert else "")))
 
 
 @click.command()
@@ -289,4 +383,4 @@ def info(ctx, as_json):
             click.echo(printable(f"  {failure['path']}: {failure['error']}"))
 
 
-LIBRARY_COMMANDS = (ingest, search, export, info)
+LIBRARY_COMMANDS = (ingest, search, edit, export, info)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,16 @@ class Found:
 def catalog_path(path: str) -> str:
     """The catalogue key of an OS path: bytes that are not UTF-8 become \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def os_path(key: str) -> str:
+    """The OS path of catalogue path `key`: each \\xNN back to the byte it stands for
+    (`catalog_path`'s inverse; a name holding that text literally is taken as it is when
+    such a file exists)."""
+    if "\\x" not in key or os.path.lexists(key):
+        return key
+    return os.fsdecode(re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                              key.encode("utf-8")))
 
 
 def is_under(key: str, root_key: str) -> bool:

@@ -1,10 +1,12 @@
 """`capindex ingest`: discover -> decode -> caption -> write, incrementally.
 
     plan = plan_ingest(catalogue, discover(paths))        # stat only, no file opened
-    for batch in decode_batches(DecodeDataset(paths)):    # workers: read, hash, decode
-        objects = detect_objects(detector, batch.images)   # main process: the detector
-        captions = caption_images(captioner, batch.images, objects)  # the model
-        sinks.write(changes)                               # SQLite commit, Parquet, index
+    for items, inferred in engine(plan, captioner, ...):  # read, hash, decode; the models
+        sinks.write(batch_changes(items, inferred, ...))  # the one writer: SQLite commit,
+                                                          # Parquet, index
+The engine reads the files and runs the models (`infer.run_models`): `local_batches`, with
+decode workers on this machine and the models in this process, or `ray_engine.RayEngine`
+on a Ray cluster. The plan, the rows and the commits are the same for both.
 
 What a re-run does with each file: `plan.py`. A file whose content is already
 catalogued (moved, renamed, touched) keeps its row and caption without decoding
@@ -18,12 +20,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 from capindex.model import EMBEDDING_DIM
-from capindex.pipeline.caption import CaptionerLike, caption_images, embedding_columns, placement, provenance
-from capindex.pipeline.detect import DeferredDetector, detect_objects
+from capindex.pipeline.caption import CaptionerLike, embedding_columns, placement, provenance
+from capindex.pipeline.detect import DeferredDetector
 from capindex.pipeline.discover import Found, discover
+from capindex.pipeline.infer import Inferred, run_models, work_for
 from capindex.pipeline.options import IngestOptions, tuned_options
 from capindex.pipeline.plan import Plan, Task, plan_ingest
 from capindex.pipeline.report import Events, Summary
@@ -41,8 +45,12 @@ if TYPE_CHECKING:  # the decode stage imports torch: only a run with files to re
 
 # Columns a row copies from another row with the same content (a duplicate file).
 _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
-                    "gps_lat", "gps_lon", "caption", "caption_score", "alt_captions", "tags",
-                    "objects", "detector_id", "model_id", "weights_hash", "decoding")
+                    "gps_lat", "gps_lon", "caption", "user_caption", "caption_score",
+                    "alt_captions", "tags", "objects", "detector_id", "model_id",
+                    "weights_hash", "decoding")
+# Columns an upsert leaves as they are: the row's identity, and the user's caption
+# (`Library.edit_caption`), which a row captioned again (or by another model) keeps.
+_KEPT_COLUMNS = ("id", "seq", "user_caption")
 
 
 def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[DecodedBatch]:
@@ -57,7 +65,7 @@ def decode_loader(dataset: DecodeDataset, options: IngestOptions) -> Iterator[De
 def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
            options: IngestOptions | None = None, events: Events | None = None,
            should_stop: Callable[[], bool] = lambda: False,
-           detector: DeferredDetector | None = None) -> Summary:
+           detector: DeferredDetector | None = None, engine: Engine | None = None) -> Summary:
     """Bring the library up to date with the image files under `roots`.
 
     `should_stop` is polled after each batch is written; when it returns True
@@ -67,9 +75,12 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
     with `options` tuned for the model's device, and the model (a `DeferredCaptioner`)
     loaded only when there are images to caption: a run whose files all turn out to be
     moved ones (hashed, found in the catalogue) loads none. `detector` (None: none) finds
-    the objects of each image read, and of unchanged rows that lack them.
+    the objects of each image read, and of unchanged rows that lack them. `engine` reads the
+    files and runs the models (None: `local_batches`, on this machine; or a
+    `ray_engine.RayEngine`); the rows are written here either way.
     """
     options = options or IngestOptions()
+    engine = engine or local_batches
     events = events or Events()
     started = time.monotonic()
     with library.ingest_lock():
@@ -101,7 +112,8 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
                                detector.detector_id if detector else None, embedding_id)
             sinks = Sinks(catalog, mirror, index)
             try:
-                _run(plan, captioner, detector, catalog, sinks, options, events, should_stop)
+                _run(plan, captioner, detector, catalog, sinks, options, events, should_stop,
+                     engine)
             except BaseException:
                 sinks.abandon()
                 raise
@@ -116,36 +128,57 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
     return plan.summary
 
 
+# An engine: (plan, captioner, detector, options, events) -> for each batch read, its items
+# and what the models said about them. The local one is `local_batches`; the Ray one,
+# `ray_engine.RayEngine`. Either way the rows are built and written here, by the one writer.
+Engine = Callable[[Plan, CaptionerLike, "DeferredDetector | None", IngestOptions, Events],
+                  Iterator[tuple[list["Decoded"], Inferred]]]
+
+
 def _run(plan: Plan, captioner: CaptionerLike, detector: DeferredDetector | None, catalog,
          sinks: Sinks, options: IngestOptions, events: Events,
-         should_stop: Callable[[], bool]) -> None:
+         should_stop: Callable[[], bool], engine: Engine) -> None:
     summary = plan.summary
     sinks.write(_discovery_failures(plan, events))
     relocations = Relocations(plan, catalog)
-    model = _Model(captioner, summary)
-    if plan.tasks:  # only now is torch needed, and the model (a DeferredCaptioner loads it)
-        options = model.tune(options)
-        if not plan.reuse_hashes and any(t.reason != "enrich" for t in plan.tasks):
-            # no file can turn out to be a moved one: all but enrich tasks need the model
-            model.load()
-    events.start(len(plan.tasks))
-    if plan.tasks:
-        options, cut = fit_shared_memory(options, shared_memory_free())
-        if cut:
-            events.notice(cut)
-        from capindex.pipeline.decode import DecodeDataset
-
-        dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes,
-                                max_file_size=options.max_file_size)
-        for batch in decode_loader(dataset, options):
-            sinks.write(_batch_changes(batch, plan, model, detector, relocations, events))
-            events.advance(len(batch.items))
-            if should_stop():
-                summary.interrupted = True
-                return
+    embedding_id = getattr(captioner, "embedding_id", None)
+    if not plan.tasks:
+        events.start(0)
+    else:
+        with closing(engine(plan, captioner, detector, options, events)) as batches:
+            for items, inferred in batches:
+                sinks.write(batch_changes(items, inferred, plan, detector, embedding_id,
+                                          relocations, events))
+                events.advance(len(items))
+                if should_stop():
+                    summary.interrupted = True
+                    return
     gone = relocations.unclaimed()
     sinks.write(Changes(deletes=gone))
     summary.deleted = len(gone)
+
+
+def local_batches(plan: Plan, captioner: CaptionerLike, detector: DeferredDetector | None,
+                  options: IngestOptions, events: Events) -> Iterator[tuple[list[Decoded], Inferred]]:
+    """The local engine: decode workers on this machine, the models in this process."""
+    model = _Model(captioner, plan.summary)
+    options = model.tune(options)  # only now is torch needed, and the model
+    if not plan.reuse_hashes and any(t.reason != "enrich" for t in plan.tasks):
+        # no file can turn out to be a moved one: all but enrich tasks need the model
+        model.load()
+    events.start(len(plan.tasks))
+    options, cut = fit_shared_memory(options, shared_memory_free())
+    if cut:
+        events.notice(cut)
+    from capindex.pipeline.decode import DecodeDataset
+
+    dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes,
+                            max_file_size=options.max_file_size)
+    detector_id = detector.detector_id if detector else None
+    embedding_id = getattr(captioner, "embedding_id", None)
+    for batch in decode_loader(dataset, options):
+        work = [work_for(plan.tasks[item.index], detector_id, embedding_id) for item in batch.items]
+        yield batch.items, run_models(batch, work, model.captioner, detector, model.load)
 
 
 def _discovery_failures(plan: Plan, events: Events) -> Changes:
@@ -158,43 +191,16 @@ def _discovery_failures(plan: Plan, events: Events) -> Changes:
     return failures
 
 
-def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
-                   detector: DeferredDetector | None, relocations: Relocations,
-                   events: Events) -> Changes:
-    """One decoded batch -> the catalogue changes it makes: captioned rows, objects of
-    unchanged rows, moves, errors."""
+def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
+                  detector: DeferredDetector | None, embedding_id: str | None,
+                  relocations: Relocations, events: Events) -> Changes:
+    """One batch read (its items, what the models said) -> the catalogue changes it makes:
+    captioned rows, objects and vectors of unchanged rows, moves, errors."""
     summary = plan.summary
-    imaged = [item for item in batch.items if item.has_image]  # the rows of batch.images
-    enrich = [plan.tasks[item.index].reason == "enrich" for item in imaged]
-    to_caption = [k for k, only_objects in enumerate(enrich) if not only_objects]
-    found = [(None, None)] * len(imaged)
-    # new rows, and unchanged ones whose objects another detector (or none) found; before
-    # the captions, which a guided captioner words after them (model/guide.py)
-    to_detect = [k for k, item in enumerate(imaged) if detector is not None and (
-        not enrich[k] or plan.tasks[item.index].old.detector_id != detector.detector_id)]
-    if to_detect:
-        sizes = [(imaged[k].meta["width"], imaged[k].meta["height"]) for k in to_detect]
-        images = batch.images if len(to_detect) == len(imaged) else batch.images[to_detect]
-        for k, result in zip(to_detect, detect_objects(detector, images, sizes)):
-            found[k] = result
-    captions, made_by = {}, None
-    if to_caption:
-        made_by = model.load()
-        images = batch.images if len(to_caption) == len(imaged) else batch.images[to_caption]
-        objects = None
-        if detector is not None and getattr(model.captioner, "guide", None) is not None:
-            objects = [found[k][0] or [] for k in to_caption]
-        captions = dict(zip(to_caption, caption_images(model.captioner, images, objects)))
-        summary.captioned += len(to_caption)
-    position = {item.index: k for k, item in enumerate(imaged)}
-    embedding_id = getattr(model.captioner, "embedding_id", None)
-    to_embed = [k for k, item in enumerate(imaged) if enrich[k] and embedding_id
-                and plan.tasks[item.index].old.embedding_model != embedding_id]
-    vectors = {}
-    if to_embed:  # the encoder and the embedding only: the caption is kept
-        vectors = dict(zip(to_embed, model.captioner.embed_batch(batch.images[to_embed])))
+    summary.captioned += len(inferred.captions)
+    position = {item.index: k for k, item in enumerate(i for i in items if i.has_image)}
     changes = Changes()
-    for item in batch.items:
+    for item in items:
         task = plan.tasks[item.index]
         key = task.found.key
         if task.reason == "enrich":  # the row keeps its caption, whatever happens here
@@ -204,13 +210,13 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
                 continue
             k = position[item.index]
             fields = {}
-            objects, why = found[k]
+            objects, why = inferred.objects.get(k, (None, None))
             if why:
                 events.notice(f"{key}: {why}")
             elif objects is not None:  # found only where the row needed them
                 fields.update(objects=objects, detector_id=detector.detector_id)
-            if k in vectors:
-                fields.update(embedding_columns(vectors[k], embedding_id))
+            if k in inferred.vectors:
+                fields.update(embedding_columns(inferred.vectors[k], embedding_id))
             if fields:
                 changes.updates.append((task.old.id, fields))
                 summary.enriched += 1
@@ -223,11 +229,12 @@ def _batch_changes(batch: DecodedBatch, plan: Plan, model: _Model,
             relocations.place(task, item, changes)
         else:
             k = position[item.index]
-            objects, why = found[k]
+            objects, why = inferred.objects.get(k, (None, None))
             if why:
                 events.notice(f"{key}: {why}")
             row = _blank_row(task.found, item)
-            row.update(item.meta, **captions[k], **made_by, status="ok", objects=objects,
+            row.update(item.meta, **inferred.captions[k], **inferred.made_by, status="ok",
+                       objects=objects,
                        detector_id=detector.detector_id if objects is not None else None)
             changes.upserts.append(row)
             _count(summary, task.reason)
@@ -304,7 +311,7 @@ def _count(summary: Summary, reason: str) -> None:
 
 def _blank_row(found: Found, item: Decoded | None = None) -> dict:
     """A row with the file's columns filled in (from the read when there was one)."""
-    row = dict.fromkeys(name for name in COLUMN_NAMES if name not in ("id", "seq"))
+    row = dict.fromkeys(name for name in COLUMN_NAMES if name not in _KEPT_COLUMNS)
     row.update(path=found.key, size=found.size, mtime_ns=found.mtime_ns, ingested_at=utcnow())
     if item is not None and item.size is not None:
         row.update(size=item.size, mtime_ns=item.mtime_ns, sha256=item.sha256)

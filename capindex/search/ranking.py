@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capindex.errors import CapindexError, EmptyLibraryError, IndexDamaged
+from capindex.search.filters import Filters
 from capindex.search.modes import SEARCH_MODES
-from capindex.store.keyword import KeywordIndex
+from capindex.store.keyword import KeywordIndex, shown_caption
 from capindex.store.keyword_query import check_query
 from capindex.store.library_dir import LibraryDir
 
@@ -46,10 +47,14 @@ class Hit:
     keyword_score: float | None = None
     vector_score: float | None = None
     objects: list[dict] = field(default_factory=list)
+    generated_caption: str | None = None  # the model's caption
+    user_caption: str | None = None  # the user's (`caption` shows it when set)
 
     def to_dict(self) -> dict:
         out = {"rank": self.rank, "score": round(self.score, 4), "id": self.id,
-               "path": self.path, "caption": self.caption, "tags": self.tags}
+               "path": self.path, "caption": self.caption,
+               "generated_caption": self.generated_caption, "user_caption": self.user_caption,
+               "tags": self.tags}
         if self.objects:
             out["objects"] = self.objects
         if self.keyword_score is not None or self.vector_score is not None:
@@ -101,63 +106,153 @@ def fuse_scores(keyword: list[tuple[int, float]], semantic: list[tuple[int, floa
 
 def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hybrid",
            boosts: dict[str, float] | None = None, like: str | None = None,
-           notes: list[str] | None = None, fusion: dict | None = None) -> list[Hit]:
-    """The best `limit` images for `text` (or, with `like`, for their likeness to that
-    photo), best first.
+           notes: list[str] | None = None, fusion: dict | None = None, offset: int = 0,
+           filters: Filters | None = None) -> list[Hit]:
+    """The best `limit` images for `text` after the first `offset` (or, with `like`, for
+    their likeness to that photo), best first; only those passing `filters`.
 
     `mode`: hybrid, keyword or semantic; hybrid and semantic fall back to keyword search when
     the library has no vectors (a line in `notes` says why, when that is not expected).
-    `boosts`: the keyword index's field weights and `fusion`: {semantic_share, depth, or
-    method "rrf" with keyword_weight, semantic_weight, k}, for evaluation. Raises
-    QuerySyntaxError for a malformed query, EmptyLibraryError when nothing has been
-    captioned yet, IndexDamaged when the keyword index is missing or cannot be read (the
-    next ingest rebuilds it), and the catalogue's errors (CatalogDamaged, ...).
+    `text` "" (no `like`): every image passing `filters`, newest taken first. The pages
+    (`offset`) of one search go through the list `count` counts: keyword, every match;
+    semantic and `like`, every image with a vector; hybrid, the best `FUSION_DEPTH` (or
+    `limit`, when larger) of each side, fused. `boosts`: the keyword index's field weights
+    and `fusion`: {semantic_share, depth, or method "rrf" with keyword_weight,
+    semantic_weight, k}, for evaluation. Raises QuerySyntaxError for a malformed query,
+    EmptyLibraryError when nothing has been captioned yet, IndexDamaged when the keyword
+    index is missing or cannot be read (the next ingest rebuilds it), and the catalogue's
+    errors (CatalogDamaged, ...).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    notes = notes if notes is not None else []
-    if not like:
-        check_query(text)
-    index = KeywordIndex(library.index_dir)
-    with library.open_catalog(read_only=True) as catalog:
-        if not index.exists() or index.doc_count() == 0:
-            if not catalog.has_ok_rows():
-                raise EmptyLibraryError(str(library.root))
-            if not index.exists():
-                raise IndexDamaged(str(library.index_dir), "missing")
-    fusion = fusion or {}
-    depth = max(limit, fusion.get("depth", FUSION_DEPTH))
-    vectors = None
-    if like or mode != "keyword":
-        vectors = _vector_side(library, notes, required=bool(like))
-    keyword_hits: list[tuple[int, float]] = []
-    if not like and (mode == "keyword" or vectors is None or mode == "hybrid"):
-        keyword_hits = index.search(text, depth if vectors is not None else limit, boosts)
-    vector_hits: list[tuple[int, float]] = []
-    if vectors is not None:
-        from capindex.search import semantic
+    if offset < 0 or limit < 0:
+        raise ValueError("offset and limit must not be negative")
+    found = _Ranking(library, text, mode, like, notes, filters, fusion, limit, boosts)
+    if found.browsing:
+        with library.open_catalog(read_only=True) as catalog:
+            ids = catalog.newest(limit, offset, **found.filter_kwargs)
+        return _hits(library, [(row_id, 0.0) for row_id in ids], {}, {}, False, offset)
+    ranked = found.ranked(offset + limit)
+    return _hits(library, ranked[offset:offset + limit], dict(found.keyword_hits),
+                 dict(found.vector_hits), found.fused, offset)
 
-        excluded = index.excluded_ids(text) if text else set()
-        if like:
-            query = _like_vector(library, like, vectors)
+
+def count(library: LibraryDir, text: str = "", mode: str = "hybrid", like: str | None = None,
+          filters: Filters | None = None, notes: list[str] | None = None,
+          fusion: dict | None = None, limit: int = 10,
+          boosts: dict[str, float] | None = None) -> int:
+    """How many images the pages of that `search` go through (see `search`): keyword
+    matches; images with a vector for semantic and `like`; for hybrid, the keyword matches
+    and vector candidates its fusion takes; every image for "" (all passing `filters`)."""
+    found = _Ranking(library, text, mode, like, notes, filters, fusion, limit, boosts)
+    if found.browsing:
+        with library.open_catalog(read_only=True) as catalog:
+            return catalog.count_matching(**found.filter_kwargs)
+    return found.count()
+
+
+class _Ranking:
+    """One search's plan: which sides rank (keyword, vectors, both fused), its filter as
+    the set of allowed ids, and the ranked (id, score) lists once asked for."""
+
+    def __init__(self, library: LibraryDir, text: str, mode: str, like: str | None,
+                 notes: list[str] | None, filters: Filters | None, fusion: dict | None,
+                 limit: int, boosts: dict[str, float] | None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self.library, self.text, self.mode, self.like = library, text, mode, like
+        self.notes = notes if notes is not None else []
+        self.fusion = fusion or {}
+        self.boosts = boosts
+        self.depth = max(limit, self.fusion.get("depth", FUSION_DEPTH))
+        self.filter_kwargs = filters.as_kwargs() if filters is not None else {}
+        self.browsing = not like and not text.strip()
+        self.keyword_hits: list[tuple[int, float]] = []
+        self.vector_hits: list[tuple[int, float]] = []
+        self.fused = False
+        if not like and not self.browsing:
+            check_query(text)
+        self.index = KeywordIndex(library.index_dir)
+        with library.open_catalog(read_only=True) as catalog:
+            if self.browsing:
+                if not catalog.has_ok_rows():
+                    raise EmptyLibraryError(str(library.root))
+                return
+            if not self.index.exists() or self.index.doc_count() == 0:
+                if not catalog.has_ok_rows():
+                    raise EmptyLibraryError(str(library.root))
+                if not self.index.exists():
+                    raise IndexDamaged(str(library.index_dir), "missing")
+            self.allowed = catalog.ids_matching(**self.filter_kwargs) if self.filter_kwargs \
+                else None
+        self.vectors = None
+        if like or mode != "keyword":
+            self.vectors = _vector_side(library, self.notes, required=bool(like))
+        self.query_vector = None
+        self.excluded: set[int] = set()
+        if self.vectors is not None:
+            from capindex.search import semantic
+
+            self.excluded = self.index.excluded_ids(text) if text else set()
+            if like:
+                self.query_vector = _like_vector(library, like, self.vectors)
+            else:
+                meaning = semantic.meaning_text(text)
+                self.query_vector = semantic.query_vector(meaning) if meaning else None
+        # which list the pages go through
+        if self.vectors is None or (self.query_vector is None and not like):
+            self.kind = "keyword"
+        elif like or mode == "semantic":
+            self.kind = "vector"
         else:
-            meaning = semantic.meaning_text(text)
-            query = semantic.query_vector(meaning) if meaning else None
-        if query is not None:
-            vector_hits = vectors.search(query, depth, excluded)
-    if vectors is None or (not vector_hits and not like):
-        ranked = keyword_hits
-    elif like or mode == "semantic":
-        ranked = vector_hits
-    else:
+            self.kind = "hybrid"
+
+    def ranked(self, need: int) -> list[tuple[int, float]]:
+        """The ranked list, at least its first `need` entries (all of them for hybrid)."""
+        if need <= 0 and self.kind != "hybrid":
+            return []
+        if self.kind == "keyword":
+            self.keyword_hits = self.index.search(self.text, need, self.boosts, self.allowed)
+            return self.keyword_hits
+        if self.kind == "vector":
+            self.vector_hits = self._vector_search(max(self.depth, need))
+            return self.vector_hits
+        self.keyword_hits = self.index.search(self.text, self.depth, self.boosts, self.allowed)
+        self.vector_hits = self._vector_search(self.depth)
+        if not self.vector_hits:
+            return self.keyword_hits
+        self.fused = True
+        fusion = self.fusion
         if fusion.get("method") == "rrf":
-            ranked = fuse(keyword_hits, vector_hits, fusion.get("keyword_weight", KEYWORD_WEIGHT),
-                          fusion.get("semantic_weight", SEMANTIC_WEIGHT), fusion.get("k", RRF_K))
-        else:
-            share = fusion.get("semantic_share", semantic_share(text))
-            ranked = fuse_scores(keyword_hits, vector_hits, share)
-    return _hits(library, ranked[:limit], dict(keyword_hits), dict(vector_hits),
-                 fused=ranked is not keyword_hits and ranked is not vector_hits)
+            return fuse(self.keyword_hits, self.vector_hits,
+                        fusion.get("keyword_weight", KEYWORD_WEIGHT),
+                        fusion.get("semantic_weight", SEMANTIC_WEIGHT), fusion.get("k", RRF_K))
+        share = fusion.get("semantic_share", semantic_share(self.text))
+        return fuse_scores(self.keyword_hits, self.vector_hits, share)
+
+    def _vector_search(self, limit: int) -> list[tuple[int, float]]:
+        return self.vectors.search(self.query_vector, limit, self.excluded, self.allowed)
+
+    def count(self) -> int:
+        if self.kind == "keyword":
+            return self.index.count(self.text, self.allowed)
+        if self.kind == "vector":
+            return self.vectors.count(self.allowed, self.excluded)
+        return len(self.ranked(0))
+
+
+def similar(library: LibraryDir, image_id: int, limit: int = 12,
+            filters: Filters | None = None) -> list[Hit]:
+    """The `limit` photos nearest to photo `image_id` by vector (passing `filters`), best
+    first, itself left out; [] when it has no vector or the library none to search."""
+    vectors = _vector_side(library, [], required=False)
+    vector = vectors.vector(image_id) if vectors is not None else None
+    if vector is None:
+        return []
+    allowed = None
+    if filters is not None and not filters.is_empty():
+        with library.open_catalog(read_only=True) as catalog:
+            allowed = catalog.ids_matching(**filters.as_kwargs())
+    ranked = vectors.search(vector, limit, {image_id}, allowed)
+    return _hits(library, ranked, {}, dict(ranked), False)
 
 
 def _vector_side(library: LibraryDir, notes: list[str], required: bool):
@@ -196,7 +291,7 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
 
 
 def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
-          fused: bool) -> list[Hit]:
+          fused: bool, offset: int = 0) -> list[Hit]:
     with library.open_catalog(read_only=True) as catalog:
         rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
     hits = []
@@ -204,7 +299,9 @@ def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, v
         row = rows.get(row_id)
         if row is None or row["status"] != "ok":
             continue  # changed after the index was last committed
-        hits.append(Hit(len(hits) + 1, score, row_id, row["path"], row["caption"],
-                        row["tags"] or [], keyword.get(row_id) if fused or vector else None,
-                        vector.get(row_id), row.get("objects") or []))
+        hits.append(Hit(offset + len(hits) + 1, score, row_id, row["path"],
+                        shown_caption(row) or "", row["tags"] or [],
+                        keyword.get(row_id) if fused or vector else None,
+                        vector.get(row_id), row.get("objects") or [], row["caption"],
+                        row.get("user_caption")))
     return hits

@@ -19,7 +19,8 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
@@ -55,8 +56,9 @@ class FileState(NamedTuple):
 class Changes:
     """One batch of catalogue writes, applied in one transaction.
 
-    upserts: whole rows (every column but id and seq), inserted or, for a path
-        already catalogued, replacing that row's values (its id is kept).
+    upserts: whole rows (every column but id and seq; user_caption only where given),
+        inserted or, for a path already catalogued, replacing that row's values (its id,
+        and its user_caption unless given, are kept).
     relocations: (id, {"path", "size", "mtime_ns"}) for a moved or touched file
         whose caption is kept; a different row already at the new path is deleted.
     updates: (id, {column: value}) for a row that gains columns and keeps the rest (its
@@ -123,19 +125,24 @@ class Catalog:
         self.close()
 
     def _upgrade(self, read_only: bool) -> None:
-        """Add the columns a catalogue written by an older capindex lacks (their values are
-        null: the next ingest fills in what it can without captioning again)."""
+        """Add the columns and indexes a catalogue written by an older capindex lacks (the
+        new columns' values are null: the next ingest fills in what it can without
+        captioning again; a missing index only makes a reader slower)."""
         with self.engine.begin() as conn:
             have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(images)")}
             missing = [column for column in _T.columns if column.name not in have]
-            if not have or not missing:
-                return  # no table yet, or nothing to add
+            indexes = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list(images)")}
+            unindexed = [index for index in _T.indexes if index.name not in indexes]
+            if not have or not (missing or unindexed) or (read_only and not missing):
+                return  # no table yet, or nothing to add (or nothing a reader needs)
             if read_only:
                 raise CapindexError(f"the catalogue {self.path} was written by an older "
                                     "capindex; run capindex ingest once to bring it up to date")
             for column in missing:
                 kind = column.type.compile(dialect=self.engine.dialect)
                 conn.exec_driver_sql(f'ALTER TABLE images ADD COLUMN "{column.name}" {kind}')
+            for index in unindexed:
+                index.create(conn)
             conn.execute(sqlite_insert(meta_table).values(key="schema_version",
                                                           value=str(SCHEMA_VERSION))
                          .on_conflict_do_update(index_elements=[meta_table.c.key],
@@ -266,6 +273,62 @@ class Catalog:
             "models": [{"model_id": m, "weights_hash": h, "images": n} for m, h, n in models],
         }
 
+    def next_seq(self) -> int:
+        """The seq the next write will give: it changes whenever the catalogue does."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(sa.select(meta_table.c.value)
+                                    .where(meta_table.c.key == "next_seq")).scalar_one())
+
+    def ids_matching(self, **filters) -> set[int]:
+        """The ids of the 'ok' rows that pass `filters` (see `_where`)."""
+        query = sa.select(_T.c.id).where(*_where(**filters))
+        with self.engine.begin() as conn:
+            return set(conn.execute(query).scalars())
+
+    def count_matching(self, **filters) -> int:
+        query = sa.select(sa.func.count()).select_from(_T).where(*_where(**filters))
+        with self.engine.begin() as conn:
+            return conn.execute(query).scalar_one()
+
+    def newest(self, limit: int, offset: int = 0, **filters) -> list[int]:
+        """Ids of the 'ok' rows that pass `filters`, newest taken first (rows without a
+        capture time last, newest catalogued first)."""
+        query = (sa.select(_T.c.id).where(*_where(**filters))
+                 .order_by(_T.c.taken_at.desc(), _T.c.id.desc()).limit(limit).offset(offset))
+        with self.engine.begin() as conn:
+            return list(conn.execute(query).scalars())
+
+    def facets(self, limit: int = 100) -> dict:
+        """What the filters can choose from, over the 'ok' rows: cameras, detected objects
+        and tags, each [(name, images)] most frequent first, and the range of capture
+        dates (or None)."""
+        camera = sa.func.trim(sa.case(
+            (sa.func.instr(sa.func.lower(sa.func.coalesce(_T.c.camera_model, "")),
+                           sa.func.lower(sa.func.coalesce(_T.c.camera_make, ""))) == 1,
+             sa.func.coalesce(_T.c.camera_model, "")),
+            else_=sa.func.coalesce(_T.c.camera_make, "") + " "
+            + sa.func.coalesce(_T.c.camera_model, "")))
+        ok = _T.c.status == "ok"
+        with self.engine.begin() as conn:
+            cameras = conn.execute(
+                sa.select(camera.label("name"), sa.func.count().label("n"))
+                .where(ok, sa.or_(_T.c.camera_make.is_not(None), _T.c.camera_model.is_not(None)))
+                .group_by("name").order_by(sa.desc("n"), "name").limit(limit)).all()
+            labels = {}
+            for column in ("objects", "tags"):
+                labels[column] = conn.exec_driver_sql(
+                    "SELECT lower(json_extract(j.value, '$.label')) AS name, "
+                    "count(DISTINCT images.id) AS n "
+                    f"FROM images, json_each(images.{column}) AS j "
+                    "WHERE images.status = 'ok' AND name IS NOT NULL "
+                    "GROUP BY name ORDER BY n DESC, name LIMIT ?", (limit,)).all()
+            first, last = conn.execute(sa.select(sa.func.min(_T.c.taken_at),
+                                                 sa.func.max(_T.c.taken_at)).where(ok)).one()
+        return {"cameras": [(name, n) for name, n in cameras if name],
+                "objects": [tuple(r) for r in labels["objects"]],
+                "tags": [tuple(r) for r in labels["tags"]],
+                "taken": (first.date().isoformat(), last.date().isoformat()) if first else None}
+
     def failures(self, limit: int = 10) -> list[tuple[str, str]]:
         query = (sa.select(_T.c.path, _T.c.error).where(_T.c.status == "error")
                  .order_by(_T.c.path).limit(limit))
@@ -316,6 +379,32 @@ class Catalog:
                          .order_by(_T.c.id))
                 rows = [dict(row) for row in conn.execute(query).mappings()]
         return Written(rows, deleted)
+
+
+def _where(after: date | None = None, before: date | None = None, camera: str | None = None,
+           object: str | None = None, tag: str | None = None) -> list:
+    """The conditions of the 'ok' rows taken on or after `after` and on or before `before`,
+    whose "camera_make camera_model" holds `camera`, with a detected `object` (the label,
+    exactly) and a tag label holding `tag` (text matched without regard to case)."""
+    conditions = [_T.c.status == "ok"]
+    if after is not None:
+        conditions.append(_T.c.taken_at >= datetime.combine(after, dt_time.min))
+    if before is not None:
+        conditions.append(_T.c.taken_at < datetime.combine(before + timedelta(days=1), dt_time.min))
+    if camera:
+        text = sa.func.coalesce(_T.c.camera_make, "") + " " + sa.func.coalesce(_T.c.camera_model, "")
+        conditions.append(sa.func.instr(sa.func.lower(text), camera.lower()) > 0)
+    if object:
+        conditions.append(sa.text(
+            "EXISTS (SELECT 1 FROM json_each(images.objects) "
+            "WHERE lower(json_extract(value, '$.label')) = :object_label)")
+            .bindparams(object_label=object.lower()))
+    if tag:
+        conditions.append(sa.text(
+            "EXISTS (SELECT 1 FROM json_each(images.tags) "
+            "WHERE instr(lower(json_extract(value, '$.label')), :tag_text) > 0)")
+            .bindparams(tag_text=tag.lower()))
+    return conditions
 
 
 def create_catalog(path: Path) -> None:

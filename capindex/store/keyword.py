@@ -59,7 +59,8 @@ from capindex.errors import IndexDamaged
 from capindex.store import whoosh_fixes, whoosh_pickles
 from capindex.store.keyword_query import FIELD_BOOSTS, FIELDS, check_query, parse_query
 
-__all__ = ["FIELDS", "FIELD_BOOSTS", "KeywordIndex", "TieSkippingCollector", "document"]
+__all__ = ["FIELDS", "FIELD_BOOSTS", "AllowedIdsCollector", "KeywordIndex", "TieSkippingCollector",
+           "document", "shown_caption"]
 # A segment holding less than this share of the documents is merged at the end of a run.
 MERGE_SHARE = 0.25
 # The writer's record of the index files: {"toc": name, "files": {name: [size, sha256]}}.
@@ -103,7 +104,7 @@ def broader_words(row: dict) -> str:
     and the detected objects (tabby -> cat, animal, pet; boy -> child)."""
     from capindex.words import expand_text, related_words
 
-    found = dict.fromkeys(expand_text(row.get("caption") or ""))
+    found = dict.fromkeys(expand_text(shown_caption(row) or ""))
     for tag in row.get("tags") or ():
         if tag["prob"] >= TAG_WORDS_MIN_PROB:
             found.update(dict.fromkeys(related_words(tag["label"], "imagenet")))
@@ -112,14 +113,23 @@ def broader_words(row: dict) -> str:
     return " ".join(found)
 
 
+def shown_caption(row: dict) -> str | None:
+    """The caption a row shows: the user's when there is one, else the model's."""
+    return row.get("user_caption") or row.get("caption")
+
+
 def document(row: dict) -> dict:
-    """The index document of a catalogue row."""
+    """The index document of a catalogue row. `caption` is the caption shown (the user's,
+    when set); the model's caption it replaces moves to `alt`, with the beam's next best."""
     name = os.path.splitext(os.path.basename(row["path"]))[0]
+    alternatives = list(row.get("alt_captions") or ())
+    if row.get("user_caption") and row.get("caption"):
+        alternatives.insert(0, row["caption"])
     return {
         "id": str(row["id"]),
         "seq": row["seq"],
-        "caption": row["caption"] or "",
-        "alt": " / ".join(row.get("alt_captions") or ()),
+        "caption": shown_caption(row) or "",
+        "alt": " / ".join(alternatives),
         "objects": object_text(row.get("objects")),
         "tags": ", ".join(tag["label"] for tag in row["tags"] or ()),
         "words": broader_words(row),
@@ -350,25 +360,47 @@ class KeywordIndex:
             return 0
         return self._open_existing().doc_count()
 
-    def search(self, text: str, limit: int = 10,
-               boosts: dict[str, float] | None = None) -> list[tuple[int, float]]:
+    def search(self, text: str, limit: int = 10, boosts: dict[str, float] | None = None,
+               allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """(row id, BM25F score) of the best matches, best first; `boosts` overrides
-        FIELD_BOOSTS (0 leaves a field out).
+        FIELD_BOOSTS (0 leaves a field out); `allowed`: only these row ids (a filter,
+        applied while collecting the top `limit`).
 
         Raises QuerySyntaxError for a malformed query, IndexDamaged when the index cannot
         be read; an empty list when the query has no searchable words or nothing matches.
         """
+        if allowed is not None and not allowed:
+            check_query(text)
+            return []
+        return self._read(text, boosts, lambda searcher, query: self._top(
+            searcher, query, limit, allowed)) or []
+
+    def count(self, text: str, allowed: set[int] | None = None) -> int:
+        """How many documents match `text` (of the `allowed` row ids only, when given)."""
+        if allowed is not None and not allowed:
+            check_query(text)
+            return 0
+        return self._read(text, None, lambda searcher, query: _count(searcher, query, allowed)) or 0
+
+    @staticmethod
+    def _top(searcher, query, limit: int, allowed: set[int] | None) -> list[tuple[int, float]]:
+        collector = (TieSkippingCollector(limit=limit) if allowed is None
+                     else AllowedIdsCollector(allowed, limit=limit))
+        searcher.search_with_collector(query, collector)
+        return [(int(hit["id"]), hit.score) for hit in collector.results()]
+
+    def _read(self, text: str, boosts: dict[str, float] | None, run):
+        """run(searcher, query) on the index, retried when an ingest merged segments
+        meanwhile; None when the query has no searchable words."""
         check_query(text)
         for attempt in range(3):
             try:
                 ix = self._open_existing()
                 query = parse_query(text, ix.schema, boosts)
                 if query is NullQuery:
-                    return []
+                    return None
                 with ix.searcher(weighting=BM25F()) as searcher:
-                    collector = TieSkippingCollector(limit=limit)
-                    searcher.search_with_collector(query, collector)
-                    return [(int(hit["id"]), hit.score) for hit in collector.results()]
+                    return run(searcher, query)
             except FileNotFoundError as exc:
                 # An ingest merged segments between our reading the table of
                 # contents and opening them; the next try sees the new ones.
@@ -379,7 +411,7 @@ class KeywordIndex:
                 raise
             except Exception as exc:
                 self._raise_if_damaged(exc)
-        return []  # not reached
+        return None  # not reached
 
     def _raise_if_damaged(self, exc: Exception) -> None:
         """Whoosh failed: IndexDamaged when the files show damage (or, with no record to
@@ -450,6 +482,28 @@ class TieSkippingCollector(TopCollector):
         if len(self.items) == self.limit:
             self.minscore = math.nextafter(self.items[0][0], math.inf)
         return sort_key
+
+
+class AllowedIdsCollector(TieSkippingCollector):
+    """The top-N collector that takes only documents of the `allowed` row ids (a search
+    filter): the N best allowed documents, with the same skipping once N are held. Each
+    match considered costs one stored-field read (about 15 us)."""
+
+    def __init__(self, allowed: set[int], limit: int = 10) -> None:
+        super().__init__(limit=limit)
+        self.allowed = allowed
+
+    def collect(self, sub_docnum):
+        if int(self.subsearcher.stored_fields(sub_docnum)["id"]) not in self.allowed:
+            return None
+        return super().collect(sub_docnum)
+
+
+def _count(searcher, query, allowed: set[int] | None) -> int:
+    docnums = searcher.docs_for_query(query)
+    if allowed is None:
+        return sum(1 for _ in docnums)
+    return sum(1 for n in docnums if int(searcher.stored_fields(n)["id"]) in allowed)
 
 
 def small_segments(segments: list) -> list:

@@ -6,7 +6,8 @@ A library is one directory::
     parquet/         the Parquet mirror of the catalogue (parquet.py)
     index/           the Whoosh keyword index (keyword.py)
     vectors/         the image vectors, one memory-mapped file (vectors.py)
-    ingest.lock      held by the one ingest that may write at a time
+    thumbs/          JPEG thumbnails, SHA256-SIZE.jpg, made on first request (thumbnails.py)
+    ingest.lock      held by the one writer (an ingest, a caption edit) at a time
 
 Its location: `--library DIR`, else `$CAPINDEX_HOME`, else the platform's user
 data directory (platformdirs: ~/.local/share/capindex on Linux).
@@ -62,6 +63,7 @@ class LibraryDir:
         self.parquet_dir = self.root / "parquet"
         self.index_dir = self.root / "index"
         self.vectors_dir = self.root / "vectors"
+        self.thumbs_dir = self.root / "thumbs"
         self.lock_path = self.root / "ingest.lock"
 
     def __repr__(self) -> str:
@@ -155,8 +157,9 @@ class LibraryDir:
         return catalogue, mirror
 
     @contextmanager
-    def ingest_lock(self) -> Iterator[None]:
-        """Hold the library's writer lock, or raise LibraryBusyError at once.
+    def ingest_lock(self, purpose: str = "ingest") -> Iterator[None]:
+        """Hold the library's writer lock, or raise LibraryBusyError at once. `purpose`
+        names the writer in the message for a library that cannot be written.
 
         A POSIX record lock (lockf): the kernel drops it when the process dies,
         even by kill -9, and forked DataLoader workers do not inherit it.
@@ -169,8 +172,8 @@ class LibraryDir:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise CapindexError(
-                f"cannot write to the library at {self.root} ({exc.strerror}); ingest needs "
-                "to (search, export and info work on a read-only library)") from exc
+                f"cannot write to the library at {self.root} ({exc.strerror}); {purpose} "
+                "needs to (search, export and info work on a read-only library)") from exc
         try:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 # Bump when COLUMNS change; Parquet parts written with another version are rebuilt, and
 # a catalogue missing columns gets them added (`catalog.py`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("height", "int", "Height in pixels as displayed (after EXIF orientation)."),
     Column("format", "text", "Image format as Pillow names it: JPEG, PNG, GIF, WEBP, ..."),
     Column("caption", "text", "The generated caption."),
+    Column("user_caption", "text", "The user's caption (`capindex edit`); wins over `caption` "
+           "in display and search; kept across re-captioning and model changes."),
     Column("caption_score", "float", "Mean token log-probability of the caption "
            "(closer to 0 is surer)."),
     Column("alt_captions", "texts", "The beam search's next best distinct captions, best "
@@ -114,6 +116,7 @@ images_table = sa.Table(
     sa.Index("ix_images_path", "path", unique=True),
     sa.Index("ix_images_sha256", "sha256"),
     sa.Index("ix_images_seq", "seq", unique=True),
+    sa.Index("ix_images_taken_at", "taken_at"),  # browsing newest-taken first
     sqlite_autoincrement=True,  # ids are never reused, even after deletes
 )
 

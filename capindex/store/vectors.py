@@ -36,6 +36,16 @@ def _similarities(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (matrix @ torch.from_numpy(query).to(matrix.dtype)).float().numpy()
 
 
+def _kept(ids: np.ndarray, allowed: set[int] | None, exclude: set[int]) -> np.ndarray:
+    """(N,) bool: the ids in `allowed` (every one when None) and not in `exclude`."""
+    keep = np.ones(len(ids), bool)
+    if allowed is not None:
+        keep &= np.isin(ids, np.fromiter(allowed, np.int64, len(allowed)))
+    if exclude:
+        keep &= ~np.isin(ids, np.fromiter(exclude, np.int64, len(exclude)))
+    return keep
+
+
 class VectorIndexDamaged(Exception):
     """The file cannot be read as a vector index (the next ingest rebuilds it)."""
 
@@ -77,21 +87,28 @@ class VectorIndex:
         opened = self._open()
         return opened[0]["model"] if opened else None
 
-    def count(self) -> int:
+    def count(self, allowed: set[int] | None = None, exclude: set[int] = frozenset()) -> int:
+        """Vectors in the index (of the `allowed` ids only, when given; not those in
+        `exclude`)."""
         opened = self._open()
-        return len(opened[1]) if opened else 0
+        if opened is None:
+            return 0
+        return int(np.count_nonzero(_kept(opened[1], allowed, exclude)))
 
-    def search(self, query: np.ndarray, limit: int = 10,
-               exclude: set[int] = frozenset()) -> list[tuple[int, float]]:
+    def search(self, query: np.ndarray, limit: int = 10, exclude: set[int] = frozenset(),
+               allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """(row id, cosine similarity) of the `limit` nearest vectors to `query` (dim,),
-        best first, leaving out the ids in `exclude`."""
+        best first, leaving out the ids in `exclude` and, when `allowed` is given, those
+        not in it."""
         opened = self._open()
         if opened is None or not len(opened[1]):
             return []
         _, ids, _, vectors = opened
         scores = _similarities(vectors, np.asarray(query, np.float32).ravel())
-        if exclude:
-            scores[np.isin(ids, np.fromiter(exclude, np.int64))] = -np.inf
+        if exclude or allowed is not None:
+            scores[~_kept(ids, allowed, exclude)] = -np.inf
+        if limit <= 0:
+            return []
         take = min(limit, len(ids))
         top = np.argpartition(-scores, take - 1)[:take]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -106,7 +123,24 @@ class VectorIndex:
         where = np.flatnonzero(ids == row_id)
         return vectors[where[0]].astype(np.float32) if len(where) else None
 
-    # -- writing (only `capindex ingest`, under the library's ingest lock) --------
+    # -- writing (under the library's ingest lock) ------------------------------
+
+    def update_seqs(self, seqs: dict[int, int]) -> None:
+        """Record the new seqs of rows whose vectors did not change (a caption edit), in
+        place: readers use ids and vectors only, and the next reconcile finds the file
+        current instead of writing it again."""
+        opened = self._open() if self.path.exists() else None
+        if opened is None or not seqs:
+            return
+        ids = opened[1]
+        with open(self.path, "r+b") as f:
+            f.seek(len(MAGIC))
+            (length,) = struct.unpack("<I", f.read(4))
+            seqs_at = len(MAGIC) + 4 + length + len(ids) * 8
+            for row_id, seq in seqs.items():
+                for k in np.flatnonzero(ids == row_id):
+                    f.seek(seqs_at + int(k) * 8)
+                    f.write(np.int64(seq).tobytes())
 
     def reconcile(self, catalog, model_id: str, dim: int) -> bool:
         """Make the file hold exactly the catalogue's rows embedded by `model_id`, at their
