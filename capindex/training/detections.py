@@ -11,8 +11,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 
 def cached_detections(image_dir: Path, names: list[str], cache_dir: Path) -> dict[str, list[dict]]:
     """name -> the shipped detector's detections (dicts, surest first), computed once."""
@@ -28,7 +26,7 @@ def cached_detections(image_dir: Path, names: list[str], cache_dir: Path) -> dic
 
     detector = load_detector()
     found = {}
-    for name in tqdm(names, desc=f"detecting {image_dir.parent.name}", unit="image", leave=False):
+    for name in names:
         meta, pixels = load_image(str(image_dir / name))
         ((objects, _),) = detect_objects(detector, pixels.unsqueeze(0),
                                          [(meta["width"], meta["height"])])
