@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from capindex.model.decoding import (
     greedy_search,
 )
 from capindex.model.encoder import Encoder, top_tags
+from capindex.model.guide import shipped_guide
 from capindex.model.preprocess import image_tensor, load_pixels, resize, to_image, to_pixels
 from capindex.model.vocab import Vocabulary, tokenize
 from capindex.pipeline.caption import DeferredCaptioner
@@ -190,7 +192,8 @@ def test_shipped_checkpoint_captions_a_sample_image(shipped):
     assert "camera" in camera.text.split()  # a photographer with a camera on a tripod
     assert -5.0 < camera.score < 0.0
     assert cat.tags[0][0] in {"tabby", "tiger cat", "Egyptian cat"}
-    assert shipped.decoding == {"method": "beam", "beam_size": 3, "max_len": 20}
+    assert shipped.decoding == {"method": "beam", "beam_size": 3, "max_len": 20,
+                                "guide": asdict(shipped_guide())}
 
 
 def test_full_size_photo_gets_the_caption_of_its_small_copy(shipped, tmp_path):

@@ -47,8 +47,8 @@ def test_ingest_then_search_with_the_shipped_model(samples, capindex_home):
     found = [hit["path"] for hit in json.loads(result.stdout)]
     assert path in found[:3], (word, path, found)
 
-    # Words the captions lack: detected objects, ImageNet tags and their WordNet words
-    # (the cat is captioned as a dog; the espresso as a bird).
+    # Found also by words a caption may lack: detected objects, ImageNet tags and their
+    # WordNet words.
     for query, photo in [("cat", "chelsea.jpg"), ("animal", "chelsea.jpg"), ("pet", "chelsea.jpg"),
                          ("coffee", "coffee.jpg"), ("cup", "coffee.jpg")]:
         result = CliRunner().invoke(main, ["search", query, "--json", "--mode", "keyword"])

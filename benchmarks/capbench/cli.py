@@ -20,7 +20,7 @@ from .memory import measure_memory
 from .report import format_table, log, write_json
 from .search import measure_search
 from .signals import measure_signals
-from .stages import images_ahead, measure_data_path, measure_decode, measure_model
+from .stages import detect_tensors, images_ahead, measure_data_path, measure_decode, measure_model
 from .summary import check_targets, set_ratios, side_by_side
 
 
@@ -67,6 +67,9 @@ def parse_args(argv=None):
                              "(default: a temporary folder, removed at the end)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="also write a cProfile of each full ingest's main process here")
+    parser.add_argument("--guide-vs-plain", action="store_true",
+                        help="also measure model-only with the shipped guided decoding and "
+                             "with plain decoding, alternating in each round (model/guide.py)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run (4 images a set, no memory runs, 500 search "
@@ -140,6 +143,16 @@ def main(argv=None) -> dict:
                                    model_device=str(captioner.device),
                                    torch_threads=torch.get_num_threads(),
                                    gomp_spincount=os.environ.get("GOMP_SPINCOUNT"))
+        args.decodings = None
+        if args.guide_vs_plain:
+            from capindex.model.guide import GuideConfig, shipped_guide
+
+            args.decodings = {
+                "plain": api.Captioner.load(args.model, device=args.device,
+                                            precision=args.precision, guide=GuideConfig()),
+                "guided": api.Captioner.load(args.model, device=args.device,
+                                             precision=args.precision, guide=shipped_guide())}
+            results["settings"]["guide"] = args.decodings["guided"].decoding.get("guide")
         for name in args.sets:
             results["sets"][name] = measure_set(name, args, captioner, options, data_dir,
                                                 temp, ahead)
@@ -191,14 +204,28 @@ def measure_set(name: str, args, captioner, options, data_dir: Path, temp: Path,
         args.profile.mkdir(parents=True, exist_ok=True)
         profile = args.profile / f"ingest-{name}.prof"
     models, ingests = [], []
+    decodings = {key: [] for key in args.decodings or {}}
+    objects = detect_tensors(paths, tensors) if args.decodings else None
     for round_ in range(args.rounds):
         log(f"{name}: model only ({len(tensors)} images), round {round_ + 1}")
         models.append(measure_model(captioner, tensors, args.batch_size))
+        for key, other in (args.decodings or {}).items():
+            log(f"{name}: model only, {key} decoding, round {round_ + 1}")
+            decodings[key].append(measure_model(other, tensors, args.batch_size, objects))
         log(f"{name}: capindex ingest, round {round_ + 1}")
         ingests.append(run_ingest(data_dir / name, temp / f"library-{name}", args,
                                   profile if round_ == 0 else None, ahead=ahead))
     del tensors
     entry.update(side_by_side(models, ingests))
+    if decodings:
+        ratios = [g["images_per_s"] / p["images_per_s"]
+                  for p, g in zip(decodings["plain"], decodings["guided"])]
+        entry["guided_vs_plain_model"] = round(sorted(ratios)[(len(ratios) - 1) // 2], 3)
+        entry["rounds_guided_vs_plain_model"] = [round(r, 3) for r in ratios]
+        entry["decodings"] = {key: [run["images_per_s"] for run in runs]
+                              for key, runs in decodings.items()}
+        log(f"{name}: guided/plain model-only {entry['guided_vs_plain_model']} "
+            f"(rounds {entry['rounds_guided_vs_plain_model']})")
     entry["cpu_bound_ingest_vs_model"] = cpu_bound(entry["model"], entry["decode"],
                                                    os.cpu_count() or 1)
     log(f"{name}: decode {entry['decode']['images_per_s']}/s, model "

@@ -42,18 +42,22 @@ def decoded(paths: list[Path], device: str = "cpu") -> list:
     return measure_decode(paths, tuned_options(IngestOptions(), device), keep=len(paths))[1]
 
 
-def measure_model(captioner, tensors: list, batch_size: int) -> dict:
+def measure_model(captioner, tensors: list, batch_size: int, objects: list | None = None) -> dict:
     """Captioner.caption_batch on in-memory tensors: the steady state, so one batch of each
-    size is captioned untimed first (a new size costs set-up: cuDNN's, oneDNN's)."""
+    size is captioned untimed first (a new size costs set-up: cuDNN's, oneDNN's).
+    `objects`: each tensor's detections, handed to a guided captioner as ingest does."""
     import torch
 
-    batches = [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    starts = range(0, len(tensors), batch_size)
+    batches = [torch.stack(tensors[i:i + batch_size]) for i in starts]
+    kwargs = [{} if objects is None else {"objects": objects[i:i + batch_size]} for i in starts]
     for size in sorted({len(batch) for batch in batches}, reverse=True):
-        captioner.caption_batch(next(batch for batch in batches if len(batch) == size))
+        k = next(k for k, batch in enumerate(batches) if len(batch) == size)
+        captioner.caption_batch(batches[k], **kwargs[k])
     cpu_before = cpu_seconds()
     started = time.perf_counter()
-    for batch in batches:
-        captioner.caption_batch(batch)
+    for batch, extra in zip(batches, kwargs):
+        captioner.caption_batch(batch, **extra)
     seconds = time.perf_counter() - started
     cpu_ms = cpu_ms_per_image(cpu_before, len(tensors))
     return {"images_per_s": round(len(tensors) / seconds, 2), "seconds": round(seconds, 3),
@@ -107,3 +111,21 @@ def measure_data_path(folder: Path, library_dir: Path, captioner, options) -> di
 def images_ahead(options) -> int:
     """Images the decode workers keep decoded ahead of the model (IngestOptions)."""
     return options.workers * options.prefetch_batches * options.batch_size
+
+
+def detect_tensors(paths: list[Path], tensors: list) -> list:
+    """The shipped detector's objects for decoded tensors (uint8 (3, 224, 224)) of `paths`,
+    found as ingest finds them (from the 224x224 pixels, stretched back to each photo's
+    shape); untimed: ingest runs the detector whether captions are guided or not."""
+    from PIL import Image
+
+    from capindex.pipeline.detect import detect_objects, load_detector
+
+    detector = load_detector()
+    found = []
+    for path, tensor in zip(paths, tensors):
+        with Image.open(path) as img:
+            size = img.size
+        ((objects, _),) = detect_objects(detector, tensor.unsqueeze(0), [size])
+        found.append(objects or [])
+    return found

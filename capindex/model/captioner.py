@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,9 @@ import torch
 from capindex.model import DEFAULT_CHECKPOINT, PRECISIONS, checkpoint_sha256, name_embedding
 from capindex.model.allocator import keep_freed_memory
 from capindex.model.checkpoint import load_checkpoint
-from capindex.model.decoding import beam_search, beam_search_batched, greedy_search
+from capindex.model.decoding import beam_search, beam_search_batched, constrained_beam_search, greedy_search
 from capindex.model.encoder import Encoder, top_tags
+from capindex.model.guide import Guide, GuideConfig, shipped_guide
 from capindex.model.preprocess import normalize
 
 
@@ -81,7 +82,8 @@ class Captioner:
     def __init__(self, encoder: Encoder, decoder, vocab, model_id: str, weights_hash: str,
                  beam_size: int = 3, max_len: int = 20, num_tags: int = 5,
                  precision: str = "auto", channels_last: bool | None = None,
-                 embedder=None, embedding_id: str | None = None) -> None:
+                 embedder=None, embedding_id: str | None = None,
+                 guide: GuideConfig | None = None) -> None:
         self.encoder = encoder
         self.embedder = embedder  # the text-image embedding's image side (model/embedding.py)
         self.embedding_id = embedding_id if embedder is not None else None
@@ -92,6 +94,8 @@ class Captioner:
         self.beam_size = beam_size
         self.max_len = max_len
         self.num_tags = num_tags
+        self.guide_config = guide or GuideConfig()
+        self.guide = Guide(vocab, self.guide_config) if self.guide_config.mode != "off" else None
         self.precision = precision
         self.autocast = autocast_dtype(precision, self.device)  # None: fp32
         self.channels_last = use_channels_last(channels_last, self.device)
@@ -105,7 +109,10 @@ class Captioner:
     @property
     def decoding(self) -> dict:
         method = "greedy" if self.beam_size == 1 else "beam"
-        return {"method": method, "beam_size": self.beam_size, "max_len": self.max_len}
+        out = {"method": method, "beam_size": self.beam_size, "max_len": self.max_len}
+        if self.guide is not None:
+            out["guide"] = asdict(self.guide_config)
+        return out
 
     @property
     def device_memory_gib(self) -> float | None:
@@ -116,13 +123,16 @@ class Captioner:
     def load(cls, checkpoint: str | Path | None = None, device: str = "auto",
              beam_size: int = 3, precision: str = "auto",
              channels_last: bool | None = None,
-             embedding: str | Path | None = None) -> Captioner:
+             embedding: str | Path | None = None,
+             guide: GuideConfig | None = None) -> Captioner:
         """Load a checkpoint (the shipped default when None) onto `device`.
 
         `precision` ("auto", "fp32", "bf16", "fp16") is the encoder's autocast
         (see `autocast_dtype`); `channels_last` None picks the layout by device.
         `embedding`: a text-image embedding checkpoint whose image vectors each caption
         carries (the encoder's outputs feed it: no second pass); None: none.
+        `guide`: decoding guided by detected labels (`model/guide.py`); None: the shipped
+        setting (`shipped_guide`); `GuideConfig()` decodes without a guide.
         """
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         decoder, vocab, meta = load_checkpoint(path)
@@ -139,14 +149,17 @@ class Captioner:
             embedding_id = name_embedding(embedding, embedder.weights_hash)
         return cls(encoder, decoder, vocab, meta.get("model_id", path.stem), weights_hash,
                    beam_size=beam_size, precision=precision, channels_last=channels_last,
-                   embedder=embedder, embedding_id=embedding_id)
+                   embedder=embedder, embedding_id=embedding_id,
+                   guide=shipped_guide() if guide is None else guide)
 
     @torch.inference_mode()
-    def caption_batch(self, images: torch.Tensor) -> list[Caption]:
+    def caption_batch(self, images: torch.Tensor, objects=None) -> list[Caption]:
         """images: (B, 3, 224, 224), uint8 pixels (`preprocess.to_pixels`, as the decode
-        stage sends them) or already normalised floats (`preprocess.image_tensor`)."""
+        stage sends them) or already normalised floats (`preprocess.image_tensor`).
+        `objects`: each image's detections (dicts with label and score), for a guide that
+        uses them; None: the guide uses the ImageNet tags alone."""
         features, logits = self.encode(images)
-        captions = self.caption_features(features, top_tags(logits, self.num_tags))
+        captions = self.caption_features(features, top_tags(logits, self.num_tags), objects)
         if self.embedder is None:
             return captions
         vectors = self.embedder.embed(features.float(), logits.float()).numpy()  # (B, dim)
@@ -180,15 +193,45 @@ class Captioner:
             return self.encoder(images)
 
     @torch.inference_mode()
-    def caption_features(self, features: torch.Tensor, tags=None) -> list[Caption]:
+    def caption_features(self, features: torch.Tensor, tags=None, objects=None) -> list[Caption]:
+        """Grid features (B, 49, 1280) -> captions; `tags` (each image's (label, p) list)
+        and `objects` (each image's detections) feed the guide, when there is one."""
         features = features.to(self.device).float()
-        if self.beam_size == 1:
-            tokens, scores = greedy_search(self.decoder, features, self.vocab, self.max_len)
+        guides = None
+        if self.guide is not None:
+            guides = [self.guide.groups(t, o) for t, o in zip(tags or [[]] * len(features),
+                                                               objects or [[]] * len(features))]
+        bonus = self.guide_config.bonus if self.guide_config.mode == "boost" else 0.0
+        if self.guide_config.mode == "constrain":
+            tokens, scores, others = constrained_beam_search(
+                self.decoder, features, self.vocab, guides, self.beam_size, self.max_len,
+                n_best=self.beam_size)
+        elif self.guide_config.mode == "fallback":
+            tokens, scores, others = beam_search(self.decoder, features, self.vocab,
+                                                 self.beam_size, self.max_len,
+                                                 n_best=self.beam_size)
+            missing = [b for b, (words, groups) in enumerate(zip(tokens, guides))
+                       if groups and not set(words) & {w for g in groups for w in g}]
+            if missing:
+                again = constrained_beam_search(
+                    self.decoder, features[missing], self.vocab, [guides[b] for b in missing],
+                    self.beam_size, self.max_len, n_best=self.beam_size)
+                for j, b in enumerate(missing):
+                    tokens[b], scores[b], others[b] = again[0][j], again[1][j], again[2][j]
+        elif self.beam_size == 1:
+            tokens, scores = greedy_search(self.decoder, features, self.vocab, self.max_len,
+                                           guides, bonus)
             others = [[] for _ in tokens]
-        else:  # on a GPU, the search that keeps its bookkeeping there (the same captions)
-            search = beam_search_batched if features.device.type == "cuda" else beam_search
-            tokens, scores, others = search(self.decoder, features, self.vocab, self.beam_size,
-                                            self.max_len, n_best=self.beam_size)
+        elif guides is None and features.device.type == "cuda":
+            # on a GPU, the search that keeps its bookkeeping there (the same captions)
+            tokens, scores, others = beam_search_batched(
+                self.decoder, features, self.vocab, self.beam_size, self.max_len,
+                n_best=self.beam_size)
+        else:
+            tokens, scores, others = beam_search(self.decoder, features, self.vocab,
+                                                 self.beam_size, self.max_len,
+                                                 n_best=self.beam_size, guides=guides,
+                                                 bonus=bonus)
         tags = tags or [[] for _ in tokens]
         captions = []
         for words, score, tag, alternatives in zip(tokens, scores, tags, others):

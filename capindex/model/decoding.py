@@ -36,10 +36,29 @@ def _guard(logp: torch.Tensor, seqs: list[list[int]], vocab) -> torch.Tensor:
     return logp
 
 
+def _boost(logp: torch.Tensor, pending: list[list[tuple[int, ...]]], bonus: float) -> torch.Tensor:
+    """Add `bonus` to the log-probabilities (rows, V) of each row's pending word groups."""
+    for row, groups in enumerate(pending):
+        for ids in groups:
+            logp[row, list(ids)] += bonus
+    return logp
+
+
+def _left(groups: list[tuple[int, ...]], word: int) -> list[tuple[int, ...]]:
+    """The groups still pending once `word` is in the caption."""
+    return [g for g in groups if word not in g] if groups else groups
+
+
 @torch.inference_mode()
-def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20):
-    """features (B, P, D) -> (token lists without <end>, mean log-prob per caption)."""
+def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20,
+                  guides: list[list[tuple[int, ...]]] | None = None, bonus: float = 0.0):
+    """features (B, P, D) -> (token lists without <end>, mean log-prob per caption).
+
+    `guides`: per image, word-id groups (`guide.Guide.groups`) whose words get `bonus`
+    added to their log-probability until the caption holds one of them.
+    """
     batch = features.size(0)
+    pending = [list(g) for g in guides] if guides and bonus else None
     projected, keys, state = decoder.start(features)
     tokens = torch.full((batch,), vocab.start, dtype=torch.long, device=features.device)
     seqs: list[list[int]] = [[] for _ in range(batch)]
@@ -52,7 +71,13 @@ def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20):
         if step == max_len:  # out of room: only <end> is left
             logp = torch.where(torch.arange(logp.size(1), device=logp.device) == vocab.end,
                                logp, torch.full_like(logp, NEG_INF))
-        best, tokens = logp.max(dim=-1)
+        raw = logp
+        if pending:
+            logp = _boost(logp.clone(), pending, bonus)
+        tokens = logp.argmax(dim=-1)
+        best = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        if pending:
+            pending = [_left(g, t) for g, t in zip(pending, tokens.tolist())]
         live = ~done
         total += torch.where(live, best, torch.zeros_like(best))
         length += live.float()
@@ -67,9 +92,13 @@ def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20):
 
 @torch.inference_mode()
 def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_len: int = 20,
-                length_penalty: float = 0.7, n_best: int = 1):
+                length_penalty: float = 0.7, n_best: int = 1,
+                guides: list[list[tuple[int, ...]]] | None = None, bonus: float = 0.0):
     """Batched beam search: features (B, P, D) -> (token lists, mean log-prob per caption),
     and with `n_best` > 1 the other finished token lists of each image (best first).
+
+    `guides`, `bonus`: as `greedy_search`; the bonus counts in the ranking, not in the
+    mean log-probability returned.
 
     An image leaves the batch as soon as its search is done, so the steps after
     that run on the images still searching only.
@@ -88,6 +117,10 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
     finished: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(batch)]
     active = list(range(batch))
     vocab_size = decoder.config.vocab_size
+    guided = bool(guides and bonus)
+    # Per row: the word groups not yet in its caption, and the bonus its score holds.
+    pending = [list(guides[b]) for b in range(batch) for _ in range(k)] if guided else None
+    gained = [0.0] * (batch * k)
 
     for step in range(max_len + 1):
         logits, state, _ = decoder.step(tokens, state, projected, keys)
@@ -95,15 +128,18 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         if step == max_len:
             keep_end = torch.arange(vocab_size, device=device) == vocab.end
             logp = torch.where(keep_end, logp, torch.full_like(logp, NEG_INF))
+        if guided:
+            logp = _boost(logp, pending, bonus)
         candidates = (scores.unsqueeze(2) + logp.view(len(active), k, vocab_size))
         # Take 2k so that k live beams remain even if up to k of them end here.
         top_scores, top_ids = candidates.view(len(active), -1).topk(2 * k, dim=1)  # (A, 2k)
         beam_ids, word_ids = top_ids // vocab_size, top_ids % vocab_size
 
         next_rows, next_tokens, next_scores, next_seqs, kept_positions = [], [], [], [], []
+        next_pending, next_gained = [], []
         for pos, (b, row_scores, row_beams, row_words) in enumerate(
                 zip(active, top_scores.tolist(), beam_ids.tolist(), word_ids.tolist())):
-            rows, words, kept_scores, kept_seqs = [], [], [], []
+            rows, words, kept_scores, kept_seqs, pend, gain = [], [], [], [], [], []
             for rank, (s, beam, word) in enumerate(zip(row_scores, row_beams, row_words)):
                 if s == NEG_INF or len(rows) == k:
                     break
@@ -113,13 +149,18 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
                     # a poor early ending must not fill the list of finished captions.
                     if rank < k:
                         n = len(seqs[row]) + 1
-                        finished[b].append((s / n**length_penalty, s / n, seqs[row]))
+                        finished[b].append((s / n**length_penalty, (s - gained[row]) / n,
+                                            seqs[row]))
                         finished[b] = sorted(finished[b], key=lambda f: f[0], reverse=True)[:k]
                     continue
                 rows.append(row)
                 words.append(word)
                 kept_scores.append(s)
                 kept_seqs.append(seqs[row] + [word])
+                if guided:
+                    left = _left(pending[row], word)
+                    pend.append(left)
+                    gain.append(gained[row] + bonus * (len(pending[row]) - len(left)))
             # An image is done once k captions ended and no live beam ranks above the
             # worst, or when no live candidate is left.
             if not rows or (len(finished[b]) == k and max(kept_scores) / (step + 2) ** length_penalty
@@ -130,11 +171,15 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
                 words.append(vocab.end)
                 kept_scores.append(NEG_INF)
                 kept_seqs.append([])
+                pend.append([])
+                gain.append(0.0)
             kept_positions.append(pos)
             next_rows += rows
             next_tokens += words
             next_scores += kept_scores
             next_seqs += kept_seqs
+            next_pending += pend
+            next_gained += gain
         if not kept_positions or step == max_len:
             break
         state = state[torch.tensor(next_rows, device=device)]
@@ -148,6 +193,8 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         tokens = torch.tensor(next_tokens, device=device)
         scores = torch.tensor(next_scores, device=device).view(len(active), k)
         seqs = next_seqs
+        if guided:
+            pending, gained = next_pending, next_gained
 
     results, mean_logps, others = [], [], []
     for b in range(batch):
@@ -158,6 +205,136 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
     if n_best > 1:
         return results, mean_logps, others
     return results, mean_logps
+
+
+@torch.inference_mode()
+def constrained_beam_search(decoder, features: torch.Tensor, vocab, guides, beam_size: int = 3,
+                            max_len: int = 20, length_penalty: float = 0.7, n_best: int = 1):
+    """Constrained beam search (Anderson et al. 2017) with one disjunctive constraint: the
+    caption must hold a word of one of the image's `guides` groups.
+
+    Two beams of `beam_size` per image, one per state of the constraint's automaton:
+    captions without a guide word yet, and captions with one. The answer is the best
+    finished caption with a guide word; only when none finished, the best without. An
+    image without guides gets plain `beam_search`. Returns as `beam_search`.
+    """
+    batch, k = features.size(0), beam_size
+    plain = [b for b in range(batch) if not guides[b]]
+    guided = [b for b in range(batch) if guides[b]]
+    results: list = [None] * batch
+    means: list = [None] * batch
+    others: list = [[] for _ in range(batch)]
+    if plain:
+        r, m, o = beam_search(decoder, features[plain], vocab, k, max_len, length_penalty,
+                              n_best=max(n_best, 2))
+        for j, b in enumerate(plain):
+            results[b], means[b], others[b] = r[j], m[j], o[j][:n_best - 1]
+    if guided:
+        r, m, o = _two_state_search(decoder, features[guided], vocab,
+                                    [guides[b] for b in guided], k, max_len, length_penalty)
+        for j, b in enumerate(guided):
+            results[b], means[b], others[b] = r[j], m[j], o[j][:n_best - 1]
+    if n_best > 1:
+        return results, means, others
+    return results, means
+
+
+def _two_state_search(decoder, features, vocab, guides, k, max_len, length_penalty):
+    """`constrained_beam_search` for images that all have guides; rows are (image, state,
+    beam) flattened: per image k rows without a guide word, then k rows with one."""
+    batch, device = features.size(0), features.device
+    width = 2 * k
+    vocab_size = decoder.config.vocab_size
+    projected, keys, state = decoder.start(features)
+    repeat = torch.arange(batch, device=device).repeat_interleave(width)
+    projected, keys, state = projected[repeat], keys[repeat], state[repeat]
+    target = torch.zeros(batch, vocab_size, dtype=torch.bool, device=device)
+    for b, groups in enumerate(guides):
+        target[b, [w for g in groups for w in g]] = True
+    tokens = torch.full((batch * width,), vocab.start, dtype=torch.long, device=device)
+    scores = torch.full((batch, width), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # one live beam, without a guide word
+    seqs: list[list[int]] = [[] for _ in range(batch * width)]
+    finished = [([], []) for _ in range(batch)]  # (without, with a guide word), best first
+    active = list(range(batch))
+    for step in range(max_len + 1):
+        logits, state, _ = decoder.step(tokens, state, projected, keys)
+        logp = _guard(logits.float().log_softmax(dim=-1), seqs, vocab)  # (A*2k, V)
+        if step == max_len:
+            keep_end = torch.arange(vocab_size, device=device) == vocab.end
+            logp = torch.where(keep_end, logp, torch.full_like(logp, NEG_INF))
+        cand = scores.unsqueeze(2) + logp.view(len(active), width, vocab_size)  # (A, 2k, V)
+        hits = target[active].unsqueeze(1)  # (A, 1, V)
+        without = torch.where(hits, NEG_INF, cand[:, :k])  # stays without a guide word
+        with_word = torch.cat([torch.where(hits, cand[:, :k], NEG_INF), cand[:, k:]], 1)
+        top = [without.reshape(len(active), -1).topk(2 * k, dim=1),
+               with_word.reshape(len(active), -1).topk(2 * k, dim=1)]
+        # with_word's candidate c comes from row c // V of the image (0..2k-1); without's
+        # from row c // V too (0..k-1): both index the image's 2k rows.
+        picked = [(t.values.tolist(), (t.indices // vocab_size).tolist(),
+                   (t.indices % vocab_size).tolist()) for t in top]
+        next_rows, next_tokens, next_scores, next_seqs, kept_positions = [], [], [], [], []
+        for pos, b in enumerate(active):
+            rows, words, kept_scores, kept_seqs, live = [], [], [], [], []
+            for st in (0, 1):
+                st_rows, st_words, st_scores, st_seqs = [], [], [], []
+                values, beams, wids = (p[pos] for p in picked[st])
+                for rank, (s, beam, word) in enumerate(zip(values, beams, wids)):
+                    if s == NEG_INF or len(st_rows) == k:
+                        break
+                    row = pos * width + beam
+                    if word == vocab.end:
+                        if rank < k:
+                            n = len(seqs[row]) + 1
+                            done = finished[b][st]
+                            done.append((s / n**length_penalty, s / n, seqs[row]))
+                            done.sort(key=lambda f: f[0], reverse=True)
+                            del done[k:]
+                        continue
+                    st_rows.append(row)
+                    st_words.append(word)
+                    st_scores.append(s)
+                    st_seqs.append(seqs[row] + [word])
+                live.append(max(st_scores, default=NEG_INF))
+                while len(st_rows) < k:
+                    st_rows.append(pos * width)
+                    st_words.append(vocab.end)
+                    st_scores.append(NEG_INF)
+                    st_seqs.append([])
+                rows += st_rows
+                words += st_words
+                kept_scores += st_scores
+                kept_seqs += st_seqs
+            # Done once k captions with a guide word ended and no live beam can beat the
+            # worst of them, or when no live beam is left.
+            best_live = max(live)
+            done_with = finished[b][1]
+            if best_live == NEG_INF or (len(done_with) == k and best_live / (step + 2)
+                                        ** length_penalty <= done_with[-1][0]):
+                continue
+            kept_positions.append(pos)
+            next_rows += rows
+            next_tokens += words
+            next_scores += kept_scores
+            next_seqs += kept_seqs
+        if not kept_positions or step == max_len:
+            break
+        state = state[torch.tensor(next_rows, device=device)]
+        if len(kept_positions) < len(active):
+            grid_rows = torch.tensor([pos * width + j for pos in kept_positions
+                                      for j in range(width)], device=device)
+            projected, keys = projected[grid_rows], keys[grid_rows]
+        active = [active[pos] for pos in kept_positions]
+        tokens = torch.tensor(next_tokens, device=device)
+        scores = torch.tensor(next_scores, device=device).view(len(active), width)
+        seqs = next_seqs
+    results, means, others = [], [], []
+    for b in range(batch):
+        ranked = finished[b][1] or finished[b][0] or [(0.0, 0.0, [])]
+        results.append(ranked[0][2])
+        means.append(ranked[0][1])
+        others.append([f[2] for f in ranked[1:]])
+    return results, means, others
 
 
 @torch.inference_mode()

@@ -34,11 +34,14 @@ class CaptionerLike(Protocol):
     def caption_batch(self, images: torch.Tensor) -> list[CaptionLike]: ...
 
 
-def caption_images(captioner: CaptionerLike, images: torch.Tensor | None) -> list[dict]:
-    """images (B, 3, 224, 224) -> B dicts of the row's caption columns."""
+def caption_images(captioner: CaptionerLike, images: torch.Tensor | None,
+                   objects: list[list[dict]] | None = None) -> list[dict]:
+    """images (B, 3, 224, 224) -> B dicts of the row's caption columns. `objects`: each
+    image's detections, for a captioner guided by them (`model/guide.py`); None: none."""
     if images is None:
         return []
-    captions = captioner.caption_batch(images)
+    captions = (captioner.caption_batch(images) if objects is None
+                else captioner.caption_batch(images, objects=objects))
     if len(captions) != len(images):
         raise RuntimeError(f"the captioner returned {len(captions)} captions for {len(images)} images")
     embedding_id = getattr(captioner, "embedding_id", None)

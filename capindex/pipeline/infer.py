@@ -63,14 +63,19 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
     def images_of(positions: list[int]):
         return batch.images if len(positions) == len(imaged) else batch.images[positions]
 
-    to_caption = [k for k, (_, w) in enumerate(imaged) if w.caption]
-    if to_caption:
-        out.made_by = provenance()
-        out.captions = dict(zip(to_caption, caption_images(captioner, images_of(to_caption))))
+    # The detector first: a guided captioner (model/guide.py) words captions after the objects.
     to_detect = [k for k, (_, w) in enumerate(imaged) if w.detect and detector is not None]
     if to_detect:
         sizes = [(imaged[k][0].meta["width"], imaged[k][0].meta["height"]) for k in to_detect]
         out.objects = dict(zip(to_detect, detect_objects(detector, images_of(to_detect), sizes)))
+    to_caption = [k for k, (_, w) in enumerate(imaged) if w.caption]
+    if to_caption:
+        out.made_by = provenance()
+        objects = None
+        if detector is not None and getattr(captioner, "guide", None) is not None:
+            objects = [(out.objects.get(k) or (None, None))[0] or [] for k in to_caption]
+        out.captions = dict(zip(to_caption, caption_images(captioner, images_of(to_caption),
+                                                           objects)))
     to_embed = [k for k, (_, w) in enumerate(imaged) if w.embed]
     if to_embed:  # the encoder and the embedding only: the caption is kept
         vectors = captioner.embed_batch(images_of(to_embed))
