@@ -230,10 +230,13 @@ class Library:
             raise ImageUnreadable(f"{name}: {describe_failure(exc)}") from exc
         with self._models_lock:
             captioner, detector = self._describe_models(captioner, detector)
-            (caption,) = caption_images(captioner, pixels.unsqueeze(0))
             size = (meta["width"], meta["height"])
             objects = detect_objects(detector, pixels.unsqueeze(0), [size])[0][0] \
                 if detector is not None else None
+            guided = detector is not None and getattr(captioner, "guide", None) is not None
+            # as ingest does (pipeline/infer.py): a guided captioner words after the objects
+            (caption,) = caption_images(captioner, pixels.unsqueeze(0),
+                                        [objects or []] if guided else None)
         return {"caption": caption["caption"], "alt_captions": caption["alt_captions"],
                 "tags": caption["tags"], "objects": objects or [], "width": meta["width"],
                 "height": meta["height"], "format": meta["format"]}

@@ -99,3 +99,13 @@ def test_nothing_gone_is_known_from_a_count(catalog):
     made = plan_ingest(catalog, [], ["/r/a-b"], HASH, IngestOptions(), Events(),
                        DETECTOR, EMBEDDING, chunk=1)
     assert list(made.orphans) == ["/r/a-b/elsewhere.jpg"]
+
+
+def test_a_root_per_photo_and_nested_roots_are_counted_once(catalog):
+    # evaluate-search gives one root per photo: 1,500 OR-ed ranges once passed SQLite's
+    # 1,000-deep expression limit; a root inside another must not count its rows twice
+    many = [f"/r/photo-{n}.jpg" for n in range(1500)]
+    assert catalog.count_under([*many, "/r/same.jpg", "/r/touched.jpg"]) == 2
+    assert catalog.count_under(["/r", "/r/a", "/r/a/gone.jpg", "/r/same.jpg"]) == 11
+    assert sorted(catalog.paths_under(["/r/a", "/r/a/gone.jpg", *many])) == ["/r/a/gone.jpg"]
+    assert catalog.count_under(["/r/a"]) == 1  # /r/a-b/ sorts inside /r/a's range: not under

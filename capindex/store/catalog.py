@@ -203,15 +203,18 @@ class Catalog:
     def paths_under(self, roots: Sequence[str], batch: int = 10_000) -> Iterator[str]:
         """The catalogue paths that are one of `roots` or inside one, in path order (ranges
         of the path index, streamed)."""
-        query = sa.select(_T.c.path).where(sa.or_(*map(_under, roots))).order_by(_T.c.path)
         with self.engine.begin() as conn:
-            yield from conn.execution_options(yield_per=batch).execute(query).scalars()
+            for chunk in _chunks(_outermost(roots), _ROOTS_PER_QUERY):
+                query = sa.select(_T.c.path).where(sa.or_(*map(_under, chunk)))
+                yield from conn.execution_options(yield_per=batch).execute(
+                    query.order_by(_T.c.path)).scalars()
 
     def count_under(self, roots: Sequence[str]) -> int:
         """How many catalogue paths are one of `roots` or inside one (the path index only)."""
-        query = sa.select(sa.func.count()).where(sa.or_(*map(_under, roots)))
         with self.engine.begin() as conn:
-            return conn.execute(query).scalar_one()
+            return sum(conn.execute(sa.select(sa.func.count()).where(
+                sa.or_(*map(_under, chunk)))).scalar_one()
+                for chunk in _chunks(_outermost(roots), _ROOTS_PER_QUERY))
 
     def has_paths_under(self, root: str) -> bool:
         """Whether any catalogue path is `root` or inside it."""
@@ -464,6 +467,21 @@ def create_catalog(path: Path) -> None:
     finally:
         engine.dispose()  # the last connection closes: the WAL is merged and removed
     tmp.replace(path)
+
+
+# Roots OR-ed in one query: SQLite parses OR chains as a tree at most 1,000 deep, and a
+# run may be given a root per photo (evaluate-search gives 1,000).
+_ROOTS_PER_QUERY = 200
+
+
+def _outermost(roots: Sequence[str]) -> list[str]:
+    """`roots` without those inside another (so ranges per chunk never count a row twice)."""
+    kept: set[str] = set()
+    for root in sorted(set(roots), key=len):
+        parts = root.rstrip(os.sep).split(os.sep)
+        if not any((os.sep.join(parts[:n]) or os.sep) in kept for n in range(1, len(parts) + 1)):
+            kept.add(root.rstrip(os.sep) or os.sep)
+    return sorted(kept)
 
 
 def _under(root: str):
