@@ -50,6 +50,18 @@ def _left(groups: list[tuple[int, ...]], word: int) -> list[tuple[int, ...]]:
 
 
 @torch.inference_mode()
+def _keep_images(kept: list[int], width: int, active: list[int], projected: torch.Tensor,
+                 keys: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The beam rows' images that go on (`kept`: positions in `active`), and their grid rows
+    (`width` rows an image). The grids are the same in all rows of an image, so they only
+    move when images leave."""
+    if len(kept) < len(active):
+        rows = torch.tensor([pos * width + j for pos in kept for j in range(width)],
+                            device=projected.device)
+        projected, keys = projected[rows], keys[rows]
+    return [active[pos] for pos in kept], projected, keys
+
+
 def greedy_search(decoder, features: torch.Tensor, vocab, max_len: int = 20,
                   guides: list[list[tuple[int, ...]]] | None = None, bonus: float = 0.0):
     """features (B, P, D) -> (token lists without <end>, mean log-prob per caption).
@@ -183,13 +195,7 @@ def beam_search(decoder, features: torch.Tensor, vocab, beam_size: int = 3, max_
         if not kept_positions or step == max_len:
             break
         state = state[torch.tensor(next_rows, device=device)]
-        if len(kept_positions) < len(active):
-            # The image grids are the same in all k rows of an image, so they only
-            # move when images leave.
-            grid_rows = torch.tensor([pos * k + j for pos in kept_positions for j in range(k)],
-                                     device=device)
-            projected, keys = projected[grid_rows], keys[grid_rows]
-        active = [active[pos] for pos in kept_positions]
+        active, projected, keys = _keep_images(kept_positions, k, active, projected, keys)
         tokens = torch.tensor(next_tokens, device=device)
         scores = torch.tensor(next_scores, device=device).view(len(active), k)
         seqs = next_seqs
@@ -320,11 +326,7 @@ def _two_state_search(decoder, features, vocab, guides, k, max_len, length_penal
         if not kept_positions or step == max_len:
             break
         state = state[torch.tensor(next_rows, device=device)]
-        if len(kept_positions) < len(active):
-            grid_rows = torch.tensor([pos * width + j for pos in kept_positions
-                                      for j in range(width)], device=device)
-            projected, keys = projected[grid_rows], keys[grid_rows]
-        active = [active[pos] for pos in kept_positions]
+        active, projected, keys = _keep_images(kept_positions, width, active, projected, keys)
         tokens = torch.tensor(next_tokens, device=device)
         scores = torch.tensor(next_scores, device=device).view(len(active), width)
         seqs = next_seqs

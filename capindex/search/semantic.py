@@ -10,7 +10,7 @@ load on first use, once per process.
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +47,18 @@ def _query_encoder(embedding_path: str | None):
     return QueryEncoder.load(embedding_path)
 
 
+@lru_cache(maxsize=256)
 def query_vector(text: str, embedding_path: str | None = None) -> np.ndarray:
-    """The unit vector (dim,) of a text query."""
+    """The unit vector (dim,) of a text query, read-only. Kept for the process's recent
+    queries: a page's search and its count (`Library.count`) encode the query once."""
     fast = _query_encoder(embedding_path)
     if fast is not None:  # no torch to import: seconds saved in a fresh process
-        return fast.encode([text])[0]
-    encoder, embedder = _models(embedding_path)
-    return embedder.embed_query(encoder.encode([text]))[0].numpy()
+        vector = fast.encode([text])[0]
+    else:
+        encoder, embedder = _models(embedding_path)
+        vector = embedder.embed_query(encoder.encode([text]))[0].numpy()
+    vector.flags.writeable = False
+    return vector
 
 
 def photo_vector(path: str | Path, embedding_path: str | None = None) -> np.ndarray:
