@@ -16,6 +16,7 @@ from capindex.errors import ModelError
 from capindex.model import DEFAULT_DETECTOR
 from capindex.model.detector import Detector, letterbox, letterbox_batch, letterbox_pixels
 from capindex.model.yolox_torch import load_yolox
+from capindex.pipeline.detect import DeferredDetector
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 WEIGHTS = DEFAULT_DETECTOR.with_suffix(".safetensors")
@@ -124,3 +125,14 @@ def test_backend_choice():
         Detector.load(backend="onnxruntime", device="cuda")
     with pytest.raises(ValueError, match="backend"):
         Detector.load(backend="tensorrt")
+
+
+def test_a_deferred_detector_loads_once_per_device():
+    calls = []
+    deferred = DeferredDetector("x@1", lambda: calls.append("cpu") or "on cpu",
+                                lambda device: calls.append(device) or f"on {device}")
+    assert deferred.on(torch.device("cpu")) == "on cpu"
+    assert deferred.on("cuda:0") == deferred.on("cuda:0") == "on cuda:0"
+    assert calls == ["cpu", "cuda:0"]
+    # Without a GPU loader (test doubles), pixels anywhere go to the CPU detector.
+    assert DeferredDetector("x@1", lambda: "on cpu").on("cuda:0") == "on cpu"
