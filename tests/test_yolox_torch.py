@@ -14,7 +14,13 @@ from safetensors.torch import save_file
 
 from capindex.errors import ModelError
 from capindex.model import DEFAULT_DETECTOR
-from capindex.model.detector import Detector, letterbox, letterbox_batch, letterbox_pixels
+from capindex.model.detector import (
+    Detector,
+    DetectorConfig,
+    letterbox,
+    letterbox_batch,
+    letterbox_pixels,
+)
 from capindex.model.yolox_torch import load_yolox
 from capindex.pipeline.detect import DeferredDetector
 
@@ -136,3 +142,43 @@ def test_a_deferred_detector_loads_once_per_device():
     assert calls == ["cpu", "cuda:0"]
     # Without a GPU loader (test doubles), pixels anywhere go to the CPU detector.
     assert DeferredDetector("x@1", lambda: "on cpu").on("cuda:0") == "on cpu"
+
+
+def per_image(det: Detector, raw: torch.Tensor, ratios, sizes) -> list[list]:
+    """The onnxruntime path's decoding (numpy, one image at a time) of a raw output."""
+    return [det._decode(*det._candidates(out.numpy()), ratio, size)
+            for out, ratio, size in zip(raw, ratios, sizes)]
+
+
+def assert_same(have: list[list], want: list[list]) -> None:
+    for a, b in zip(have, want):
+        assert [d.label for d in a] == [d.label for d in b]
+        assert [d.score for d in a] == pytest.approx([d.score for d in b], abs=1e-6)
+        for x, y in zip(a, b):
+            assert x.box == pytest.approx(y.box, abs=1e-3)
+
+
+def test_batch_decoding_equals_decoding_image_by_image(detectors, samples):
+    """The torch port decodes a batch at once (one NMS for all images and classes): the
+    same detections as the numpy decoding, also where NMS has much to do."""
+    _, torch_det = detectors
+    pixels, ratios, sizes = samples
+    low = Detector(None, torch_det.labels, "x", "0" * 64, DetectorConfig(threshold=0.02),
+                   model=torch_det.model)  # hundreds of overlapping candidates an image
+    raw = low.raw_output(pixels)
+    want = per_image(low, raw, ratios, sizes)
+    assert max(map(len, want)) == low.config.max_detections
+    assert_same(low.decode_batch(raw, ratios, sizes), want)
+    # Random output: boxes everywhere, all classes, some off the letterbox's edges.
+    generator = torch.Generator().manual_seed(1)
+    raw = torch.rand(4, 3549, 85, generator=generator)
+    raw[..., :2] = raw[..., :2] * 3 - 1
+    raw[..., 2:4] = raw[..., 2:4] * 3 - 1
+    raw[..., 4] = raw[..., 4] ** 8  # most cells below the threshold
+    unlimited = Detector(None, torch_det.labels, "x", "0" * 64,
+                         DetectorConfig(max_detections=10_000), model=torch_det.model)
+    want = per_image(unlimited, raw, [0.5, 1.0, 2.0, 1.0], [(800, 600), None, (100, 200), None])
+    assert sum(map(len, want)) > 50
+    assert_same(unlimited.decode_batch(raw, [0.5, 1.0, 2.0, 1.0],
+                                       [(800, 600), None, (100, 200), None]), want)
+    assert low.decode_batch(torch.zeros(2, 3549, 85), [1.0, 1.0], [None, None]) == [[], []]

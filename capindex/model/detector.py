@@ -265,11 +265,9 @@ class Detector:
             raise ValueError(f"{len(pixels)} images need as many ratios (and sizes, if any)")
         sizes = sizes or [None] * len(ratios)
         if self.model is not None:
-            found = self._candidates_torch(pixels)
-        else:
-            found = [self._candidates(out) for out in self.raw_output(pixels)]
-        return [self._decode(*cands, ratio, size)
-                for cands, ratio, size in zip(found, ratios, sizes)]
+            return self.decode_batch(self.raw_output(pixels), ratios, sizes)
+        return [self._decode(*self._candidates(out), ratio, size)
+                for out, ratio, size in zip(self.raw_output(pixels), ratios, sizes)]
 
     def raw_output(self, pixels: torch.Tensor) -> np.ndarray | torch.Tensor:
         """uint8 RGB letterboxes (B, 3, S, S) -> the network's raw output (B, N, 5 + classes):
@@ -291,21 +289,45 @@ class Detector:
         rows = np.flatnonzero(scores > self.config.threshold)
         return rows, out[rows, :4], scores[rows], cls_ids[rows]
 
-    def _candidates_torch(self, pixels: torch.Tensor) -> list[tuple[np.ndarray, ...]]:
-        """`_candidates` of every image at once, on the model's device: only the cells above
-        the threshold are copied back (one copy, not the (B, N, 85) output)."""
+    def decode_batch(self, raw: torch.Tensor, ratios: list[float],
+                     sizes: list) -> list[list[Detection]]:
+        """The torch port's raw output (B, N, 5 + classes) -> each image's detections, as
+        `_decode` gives them one image at a time: threshold, boxes and NMS of the whole batch
+        on the output's device, one call each (NMS image by image on the host would cost
+        about as much as the network on a GPU); only the kept detections are copied back."""
+        import torchvision
+
         with torch.inference_mode():
-            raw = self.raw_output(pixels)  # (B, N, 5 + classes)
             probs, cls_ids = raw[..., 5:].max(2)  # (B, N); ties: the first, as numpy's argmax
             scores = raw[..., 4] * probs
             image, row = torch.nonzero(scores > self.config.threshold, as_tuple=True)  # (K,)
-            picked = torch.cat([image[:, None].float(), row[:, None].float(),
-                                raw[image, row, :4], scores[image, row, None],
-                                cls_ids[image, row, None].float()], 1).cpu().numpy()  # (K, 8)
-        image, row, cls = (picked[:, c].astype(np.int64) for c in (0, 1, 7))
-        bounds = np.searchsorted(image, np.arange(len(pixels) + 1))  # sorted by image
-        return [(row[a:b], picked[a:b, 2:6], picked[a:b, 6], cls[a:b])
-                for a, b in pairwise(bounds)]
+            if not len(image):
+                return [[] for _ in raw]
+            cells, strides = (torch.from_numpy(a).to(raw.device) for a in (self._cells, self._strides))
+            box = raw[image, row, :4]  # (K, 4)
+            centre = (box[:, :2] + cells[row]) * strides[row]
+            half = box[:, 2:4].exp() * strides[row] / 2
+            boxes = torch.cat([centre - half, centre + half], 1)  # (K, 4) in the letterbox
+            scores, cls_ids = scores[image, row], cls_ids[image, row]
+            # One NMS for the batch: each (image, class) group shifted clear of the others,
+            # in float64 so that the shift costs the boxes no precision.
+            group = (image * len(self.labels) + cls_ids).double()
+            extent = (boxes.max() - boxes.min() + 1).double()
+            kept = torchvision.ops.nms(boxes.double() + (group * extent)[:, None],
+                                       scores.double(), self.config.nms_iou)  # best first
+            kept = kept[torch.sort(image[kept], stable=True).indices]  # by image, best first
+            out = torch.cat([image[kept, None].float(), cls_ids[kept, None].float(),
+                             scores[kept, None], boxes[kept]], 1).cpu().numpy()  # (D, 7)
+        bounds = np.searchsorted(out[:, 0], np.arange(len(raw) + 1))
+        found = []
+        for (a, b), ratio, size in zip(pairwise(bounds), ratios, sizes):
+            rows = out[a:min(b, a + self.config.max_detections)]
+            width, height = size or (self.input_size / ratio,) * 2  # else the longer side
+            boxes = (rows[:, 3:] / ratio).clip(0, np.array([width, height, width, height],
+                                                           np.float32))
+            found.append([Detection(self.labels[int(r[1])], float(r[2]),
+                                    tuple(float(v) for v in bx)) for r, bx in zip(rows, boxes)])
+        return found
 
     def _decode(self, rows: np.ndarray, raw_boxes: np.ndarray, scores: np.ndarray,
                 cls_ids: np.ndarray, ratio: float, size: tuple[int, int] | None) -> list[Detection]:
