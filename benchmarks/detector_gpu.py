@@ -13,11 +13,15 @@ warm-up, as ms per batch, images/s and (CPU) process CPU ms per image:
   alone in fp32, and in fp16 / bf16 as a what-if: the ingest runs fp32); on a CPU the
   shipped backend (onnxruntime) and the torch port, at batch 1 (--batch calls of one
   image) and at --batch, per --threads;
-- caption: `Captioner.caption_batch` of the shipped captioner on the same pixels;
+- caption: `Captioner.caption_batch` of the shipped captioner (and embedding) on the same
+  pixels;
 - the detector's share of detect + caption, the part of a batch's model time it takes.
 On a GPU it also checks the port there against onnxruntime on the CPU: how many of the
 distinct photos get the same labels. Needs only the repository (sample_images/, the
-shipped weights) and its Python dependencies; --json FILE writes the numbers.
+shipped weights) and its Python dependencies; --json FILE writes the numbers. On the
+device machine (its image lacks the encoder's wheels: benchmarks/device/fetch_wheels.sh
+here first, .whl carried):
+    source benchmarks/device/device_env.sh && $py benchmarks/detector_gpu.py --device cuda
 """
 
 from __future__ import annotations
@@ -151,15 +155,22 @@ def main() -> None:
                     add("detect (letterbox + network + NMS)", backend, t, batch,
                         timed(detect_fn(det, pixels, sizes, batch), args.rounds, device))
     if not args.skip_captioner:
+        from capindex.model import DEFAULT_EMBEDDING
         from capindex.model.captioner import Captioner
 
-        captioner = Captioner.load(device=device)
+        # As ingest runs it: with the text-image embedding, guided by the batch's objects.
+        source = gpu_pixels if on_gpu else pixels
+        det = Detector.load(device=device)
+        boxes, ratios = letterbox_batch(source, sizes, det.input_size)
+        objects = [[d.to_dict() for d in dets] for dets in det.detect_batch(boxes, ratios, sizes)]
+        captioner = Captioner.load(device=device, embedding=DEFAULT_EMBEDDING
+                                   if DEFAULT_EMBEDDING.is_file() else None)
         for t in threads:
             if t != "-":
                 torch.set_num_threads(t)
-            source = gpu_pixels if on_gpu else pixels
             add("caption (caption_batch)", "torch", t, n,
-                timed(lambda source=source: captioner.caption_batch(source), args.rounds, device))
+                timed(lambda: captioner.caption_batch(source, objects=objects), args.rounds,
+                      device))
     shares = {}
     for t in threads:
         caption = next((r for r in rows if r["what"].startswith("caption") and r["threads"] == t),
