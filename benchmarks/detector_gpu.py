@@ -9,8 +9,8 @@ The batch is the sample photos (repeated up to --batch), as ingest holds them: u
 warm-up, as ms per batch, images/s and (CPU) process CPU ms per image:
 - detect: what `pipeline/detect.py` does with a batch: letterbox (on the batch's device,
   stretched back to each photo's shape) + `Detector.detect_batch` (network, candidates,
-  NMS on the CPU). On a GPU the torch port in one call, and its parts (letterbox, network
-  alone in fp32, and in fp16 / bf16 as a what-if: the ingest runs fp32); on a CPU the
+  NMS). On a GPU the torch port in one call, and its parts (letterbox, network alone in
+  fp32, and as what-ifs channels-last, fp16, bf16: the ingest runs fp32); on a CPU the
   shipped backend (onnxruntime) and the torch port, at batch 1 (--batch calls of one
   image) and at --batch, per --threads;
 - caption: `Captioner.caption_batch` of the shipped captioner (and embedding) on the same
@@ -125,11 +125,13 @@ def main() -> None:
         add("  letterbox", "torch", "-", n,
             timed(lambda: letterbox_batch(gpu_pixels, sizes, det.input_size), args.rounds, device))
         bgr = boxes.flip(1).float()
-        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
-                            ("bf16", torch.bfloat16)):
-            model = det.model if dtype == torch.float32 else \
-                Detector.load(device=device).model.to(dtype)
-            x = bgr.to(dtype)
+        for name, dtype, layout in (("fp32", torch.float32, torch.contiguous_format),
+                                    ("fp32 channels-last", torch.float32, torch.channels_last),
+                                    ("fp16", torch.float16, torch.contiguous_format),
+                                    ("bf16", torch.bfloat16, torch.contiguous_format)):
+            model = det.model if name == "fp32" else \
+                Detector.load(device=device).model.to(dtype, memory_format=layout)
+            x = bgr.to(dtype).contiguous(memory_format=layout)
 
             def network(model=model, x=x):
                 with torch.inference_mode():
@@ -137,6 +139,9 @@ def main() -> None:
             add(f"  network alone, {name}", "torch", "-", n, timed(network, args.rounds, device))
         # The photos' labels as a GPU ingest finds them, and as a CPU ingest does (the
         # letterbox on the CPU, onnxruntime): the same, unless a score sits at the threshold.
+        raw = det.raw_output(boxes)
+        add("  threshold + boxes + NMS (decode_batch)", "torch", "-", n,
+            timed(lambda: det.decode_batch(raw, ratios, sizes), args.rounds, device))
         found = labels(det.detect_batch(boxes, ratios, sizes)[:distinct])
         cpu_boxes, cpu_ratios = letterbox_batch(pixels[:distinct], sizes[:distinct], det.input_size)
         reference = labels(Detector.load(threads=2).detect_batch(cpu_boxes, cpu_ratios,
