@@ -54,7 +54,7 @@ def sample_batch(folder: Path, count: int) -> tuple[torch.Tensor, list[tuple[int
             sizes.append(ImageOps.exif_transpose(img).size)
         pixels.append(load_pixels(p))
     picks = [i % len(paths) for i in range(count)]
-    return torch.stack([pixels[i] for i in picks]), [sizes[i] for i in picks], len(paths)
+    return torch.stack([pixels[i] for i in picks]), [sizes[i] for i in picks], min(count, len(paths))
 
 
 def timed(fn: Callable[[], object], rounds: int, device: torch.device) -> dict:
