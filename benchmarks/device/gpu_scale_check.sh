@@ -50,7 +50,7 @@ fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
     "$py" -c "import torch, ray; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ray', ray.__version__)"
     echo "CPUs: $(nproc)"
-    step detector "$py" benchmarks/detector_gpu.py --device "$device" --out "$out/detector.json"
+    step detector "$py" benchmarks/detector_gpu.py --device "$device" --batch 256 --json "$out/detector.json"
     step signals "$py" benchmarks/throughput.py --device "$device" --sets small \
         --images "$images" --search-docs 0 --memory-sizes "" --rounds "${ROUNDS:-1}" \
         --signals --out "$out/signals.json"
