@@ -3,9 +3,9 @@
 # the device machine from the repository root with .gpu/ carried (pack_scale_check.sh),
 # timeout_s LIMIT + 60. Most important first, each step cut at the deadline (LIMIT, 420 s):
 #   1. detection against captioning on the GPU, batched (benchmarks/detector_gpu.py);
-#   2. ingest four ways side by side: captions alone, + objects, + embedding, all
-#      (throughput.py --signals): does the detector become the bottleneck;
-#   3. the Ray engine (one actor on the GPU) against the local engine on the same GPU.
+#   2. the Ray engine (one actor on the GPU) against the local engine on the same GPU;
+#   3. ingest with each signal side by side (throughput.py --signals): captions alone,
+#      + objects, + embedding, all: does the detector become the bottleneck.
 # Results (JSON and a log) go to $OUT where the device tool sets it, else gpu-results/.
 #   NO_PACK=1 DEVICE=cpu IMAGES=16 LIMIT=600 PYTHON=.venv/bin/python bash benchmarks/device/gpu_scale_check.sh
 # is the smoke test here (add NO_PACK=1 while .gpu/ is here).
@@ -51,11 +51,11 @@ fi
     "$py" -c "import torch, ray; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ray', ray.__version__)"
     echo "CPUs: $(nproc)"
     step detector "$py" benchmarks/detector_gpu.py --device "$device" --batch 256 --json "$out/detector.json"
+    step engines "$py" -m benchmarks.capbench.engines --device "$device" --images "$images" \
+        --rounds "${ROUNDS:-1}" --out "$out/engines.json"
     step signals "$py" benchmarks/throughput.py --device "$device" --sets small \
         --images "$images" --search-docs 0 --memory-sizes "" --rounds "${ROUNDS:-1}" \
         --signals --out "$out/signals.json"
-    step engines "$py" -m benchmarks.capbench.engines --device "$device" --images "$images" \
-        --rounds "${ROUNDS:-1}" --out "$out/engines.json"
 } 2>&1 | tee "$out/log.txt"
 [ -n "${dmon:-}" ] && kill "$dmon"
 exit 0
