@@ -60,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     dataset = read_dataset(args.dataset)
-    paths = dataset.paths(dataset.val[: args.count])
+    paths = [dataset.image_dir / name for name in dataset.val[: args.count]]
     config = DetectorConfig(threshold=args.threshold) if args.threshold else None
     fixed = Detector.load(threads=1, config=config)
     dynamic = {}
