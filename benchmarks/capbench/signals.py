@@ -1,15 +1,16 @@
 """Ingest with each search signal on and off, side by side: what the detected objects, the
 text-image embedding and guided decoding cost.
 
-The real `capindex ingest` of the same small JPEGs, five ways, in turn for --rounds rounds
+The real `capindex ingest` of the same small JPEGs, six ways, in turn for --rounds rounds
 (a noisy machine weighs on each alike; each round starts one way later, so no way always
 follows the same one): captions alone (`--no-objects`, no embedding, plain beam search:
 the ingest before these signals), with objects, with the embedding, with the shipped
 guided decoding (from the ImageNet tags alone, without objects), objects and embedding
-with plain decoding ("unguided"), and all of them (what `capindex ingest` does by default). Each way's median round, and each way's rate over
-the plain one's, per round and median; and the CPU time each signal adds per image: the
-process tree's CPU seconds (start-up included, which every way pays alike) less the plain
-run's of the same round, over the images.
+with plain decoding ("unguided"), and all of them (what `capindex ingest` does by
+default). Each way's median round, and each way's rate over the plain one's, per round
+and median; and the CPU time each way adds per image: the process tree's CPU seconds
+(start-up included, which every way pays alike) less the plain run's of the same round,
+over the images.
 """
 
 from __future__ import annotations
