@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from capindex.model.captioner import Captioner
-from capindex.model.encoder import top_tags
 from capindex.model.detector import Detector, letterbox_pixels
+from capindex.model.encoder import top_tags
 from capindex.model.guide import GuideConfig
 from capindex.model.preprocess import load_pixels
 
