@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageOps
 
 from capindex.model.captioner import Captioner
 from capindex.model.detector import Detector, letterbox_pixels
@@ -51,8 +52,6 @@ def main() -> None:
     paths = [found[i % len(found)] for i in range(args.count)]
     sizes = []
     for path in paths:
-        from PIL import Image, ImageOps
-
         with Image.open(path) as img:
             sizes.append(ImageOps.exif_transpose(img).size)
     pixels = torch.stack([load_pixels(p) for p in paths])  # (N, 3, 224, 224) uint8
