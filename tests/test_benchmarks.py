@@ -198,8 +198,8 @@ def test_signals_side_by_side(monkeypatch, tmp_path):
         calls.append((objects, embedding, guide))
         rate = rates[calls[-1]][calls.count(calls[-1]) - 1]
         return {"images_per_s": rate, "steady_images_per_s": rate, "wall_seconds": 1.0,
-                "cpu_seconds": 100 / rate, "peak_rss_mb": 1.0, "tree_peak_rss_mb": 1.0,
-                "captioned": 4}
+                "cpu_seconds": 100 / rate, "cores_busy": 1.0, "peak_rss_mb": 1.0,
+                "tree_peak_rss_mb": 1.0, "captioned": 4}
 
     monkeypatch.setattr(signals, "run_ingest", fake_ingest)
     args = type("Args", (), {"rounds": 3})()

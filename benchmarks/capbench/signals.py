@@ -47,7 +47,7 @@ def measure_signals(folder: Path, temp: Path, args, ahead: int) -> dict:
         median = ranked[(len(ranked) - 1) // 2]
         result[name] = {key: median[key] for key in (
             "images_per_s", "steady_images_per_s", "wall_seconds", "cpu_seconds",
-            "peak_rss_mb", "tree_peak_rss_mb")}
+            "cores_busy", "peak_rss_mb", "tree_peak_rss_mb")}
         result[name]["rounds_images_per_s"] = [run["images_per_s"] for run in rounds]
         result[name]["rounds_cpu_seconds"] = [run["cpu_seconds"] for run in rounds]
         if name != "plain":
