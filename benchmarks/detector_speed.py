@@ -4,15 +4,12 @@
     PYTHONPATH=. python benchmarks/detector_speed.py          # sample_images/, a minute or two
     PYTHONPATH=. python benchmarks/detector_speed.py --images DIR --rounds 7 --model other.onnx
     PYTHONPATH=. python benchmarks/detector_speed.py --skip-captioner --opt-levels all,disable
-    PYTHONPATH=. python benchmarks/detector_speed.py --skip-captioner --torch   # + the torch port
 
 For 16 photos (from --images, repeated if fewer), letterboxed once:
 - detector: `Detector.detect_batch` on the 16 as one call (an export with a fixed batch
   of 1 is run image by image inside it) and as 16 calls of one image, with 1 and 2
   onnxruntime intra-op threads, for each graph optimisation level asked for; also the
   model alone (session.run) and the CPU time of the process per image;
-- with --torch: the torch port (`model/yolox_torch.py`, the shipped weights) on the same
-  letterboxes on the CPU, image by image, fp32 and bf16 autocast (channels-last);
 - letterbox: `letterbox` per image (from the decoded PIL image);
 - captioner: `Captioner.load(device="cpu").caption_batch` on the same 16 as 224x224 uint8
   (preprocess.load_pixels), with torch at 1 and 2 threads.
@@ -81,25 +78,6 @@ def session_with(model: str | None, threads: int, level: str, spinning: bool) ->
                     det.labels, det.model_id, det.weights_hash, det.config)
 
 
-def torch_cases(pixels: torch.Tensor, threads: list[int]) -> list[tuple]:
-    """The torch port on the CPU, image by image: fp32, and bf16 under autocast."""
-    from capindex.model import DEFAULT_DETECTOR
-    from capindex.model.yolox_torch import load_yolox
-
-    net = load_yolox(DEFAULT_DETECTOR.with_suffix(".safetensors"))
-    net = net.to(memory_format=torch.channels_last)
-    images = pixels.flip(1).float().contiguous(memory_format=torch.channels_last)  # BGR
-    n = len(images)
-
-    def run(bf16: bool):
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            for i in range(n):
-                net(images[i:i + 1])
-
-    return [(f"torch port: {n} calls of 1 ({'bf16' if bf16 else 'fp32'})", t,
-             lambda bf16=bf16: run(bf16), n) for t in threads for bf16 in (False, True)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path,
@@ -112,8 +90,6 @@ def main() -> None:
     parser.add_argument("--spinning", choices=("on", "off", "both"), default="both",
                         help="onnxruntime's busy-waiting threads (its default: on)")
     parser.add_argument("--skip-captioner", action="store_true")
-    parser.add_argument("--torch", action="store_true",
-                        help="also the torch port of the detector (model/yolox_torch.py) on CPU")
     args = parser.parse_args()
 
     paths = images_from(args.images, args.batch)
@@ -154,8 +130,6 @@ def main() -> None:
                         det.session.run(None, {det.input_name: bgr[i:i + step]})
 
                 rows.append((f"detector: session.run only ({tag})", t, model_only, n))
-    if args.torch:
-        rows += torch_cases(pixels, threads)
     if not args.skip_captioner:
         from capindex.model.captioner import Captioner
 
