@@ -73,7 +73,8 @@ def main() -> None:
                          for b, _ in boxes] for boxes in state["boxes"]]
 
     def detector_decode():
-        state["objects"] = [[[d.to_dict() for d in detector._decode(out, r, s)]
+        state["objects"] = [[[d.to_dict() for d in detector._decode(
+                                  *detector._candidates(out), r, s)]
                              for out, (_, r), s in zip(raw, boxes, size)]
                             for raw, boxes, (_, size) in zip(state["raw"], state["boxes"],
                                                              batches)]

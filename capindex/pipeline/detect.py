@@ -7,6 +7,8 @@ found this way agree with those from the full photo (docs/model-card.md, "Object
 
 The detector is passed in like the captioner: `load_detector()` gives the real one, loaded
 when first used (a run with nothing to read loads none); tests may pass None (no objects).
+Pixels on a GPU (the captioner's, `infer.run_models` moves them there) are letterboxed and
+detected there in one call, by the torch port; on a CPU onnxruntime runs the export.
 A detector that fails on an image records nothing for it (`objects` stays null, so the next
 run tries again) and says why in one line; the caption still lands.
 """
@@ -25,18 +27,30 @@ if TYPE_CHECKING:
 
 class DeferredDetector:
     """A detector loaded when first used; `detector_id` (what a row records) is known from
-    the model file alone."""
+    the model file alone. `load_on(device)`, when given, loads it for a GPU (`on`)."""
 
-    def __init__(self, detector_id: str, load: Callable) -> None:
+    def __init__(self, detector_id: str, load: Callable,
+                 load_on: Callable[[str], object] | None = None) -> None:
         self.detector_id = detector_id
         self._load = load
+        self._load_on = load_on
         self._detector = None
+        self._on: dict[str, object] = {}
 
     @property
     def detector(self):
+        """The detector on the CPU."""
         if self._detector is None:
             self._detector = self._load()
         return self._detector
+
+    def on(self, device) -> object:
+        """The detector for pixels on `device`: the CPU's, unless a GPU one can be loaded."""
+        if str(device) == "cpu" or self._load_on is None:
+            return self.detector
+        if str(device) not in self._on:
+            self._on[str(device)] = self._load_on(str(device))
+        return self._on[str(device)]
 
 
 def load_detector(path: str | Path | None = None) -> DeferredDetector:
@@ -49,27 +63,24 @@ def load_detector(path: str | Path | None = None) -> DeferredDetector:
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the object detector ({exc.strerror})") from exc
 
-    def load():
+    def load(device: str = "cpu"):
         from capindex.model.detector import Detector
 
-        return Detector.load(path)
+        return Detector.load(path, device=device)  # onnxruntime on the CPU, else torch
 
-    return DeferredDetector(f"{path.stem.replace('_', '-')}@{digest[:12]}", load)
+    return DeferredDetector(f"{path.stem.replace('_', '-')}@{digest[:12]}", load, load)
 
 
 def detect_objects(detector: DeferredDetector, images: torch.Tensor,
                    sizes: list[tuple[int, int]]) -> list[tuple[list[dict] | None, str | None]]:
-    """images: uint8 pixels (n, 3, 224, 224) squashed from photos of `sizes` (width, height)
-    -> per image (objects as row dicts, surest first, or None; why it failed, or None)."""
-    import torch
+    """images: uint8 pixels (n, 3, 224, 224) squashed from photos of `sizes` (width, height),
+    on any device -> per image (objects as row dicts, surest first, or None; why it failed,
+    or None)."""
+    from capindex.model.detector import letterbox_batch
 
-    from capindex.model.detector import letterbox_pixels
-
-    model = detector.detector
-    boxes = [letterbox_pixels(image, model.input_size, original=size)
-             for image, size in zip(images, sizes)]
-    letterboxes = torch.stack([b for b, _ in boxes])  # (n, 3, 416, 416)
-    ratios = [r for _, r in boxes]
+    model = detector.on(images.device)
+    images = images.to(getattr(model, "device", "cpu"))  # a no-op where it runs
+    letterboxes, ratios = letterbox_batch(images, sizes, model.input_size)  # (n, 3, S, S)
     try:
         found = model.detect_batch(letterboxes, ratios, sizes)
         return [([d.to_dict() for d in dets], None) for dets in found]

@@ -6,6 +6,8 @@
 The local engine calls `run_models` in its main process, the Ray engine in its model actors
 (`ray_engine.py`); either way the rows are then built from `Inferred` by the one writer
 (`ingest.batch_changes`), so both engines write the same rows. No torch is imported here.
+With the captioner on a GPU, the batch's pixels are copied there once, before the detector,
+which then letterboxes and detects them there (`detect.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from capindex.pipeline.caption import CaptionerLike, caption_images
+from capindex.pipeline.caption import CaptionerLike, caption_images, placement
 from capindex.pipeline.detect import DeferredDetector, detect_objects
 
 if TYPE_CHECKING:
@@ -59,9 +61,13 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
     model when it is first called (the local engine counts that time apart)."""
     imaged = [(item, w) for item, w in zip(batch.items, work) if item.has_image]  # batch.images' rows
     out = Inferred()
+    images = batch.images
+    device = placement(captioner)[0] if images is not None else "cpu"
+    if device.startswith("cuda"):
+        images = images.to(device, non_blocking=True)
 
     def images_of(positions: list[int]):
-        return batch.images if len(positions) == len(imaged) else batch.images[positions]
+        return images if len(positions) == len(imaged) else images[positions]
 
     # The detector first: a guided captioner (model/guide.py) words captions after the objects.
     to_detect = [k for k, (_, w) in enumerate(imaged) if w.detect and detector is not None]
