@@ -18,6 +18,8 @@ reference's surer labels (score >= 0.5, less at the mercy of the threshold). Var
 - letterbox S / squash224->S: the same at a smaller input S (needs --dynamic: an
   export with a free input size; the shipped one is fixed at 416);
 - squash224 as is: the 224x224 squashed pixels fed unchanged (needs --dynamic);
+- "squash224->416 NAME": the ingest's input given to another export of the same model
+  (--also NAME=PATH, e.g. an int8 quantization), against both references;
 and per image: the preprocessing's CPU ms (from the decoded photo or from the 224
 tensor) and the model's (session.run, one thread). One thread throughout.
 """
@@ -54,13 +56,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--threshold", type=float, default=None,
                         help="the detectors' score threshold (default: detector.SCORE_THRESHOLD)")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                        help="another export of the model (fixed 416 input) to run on the "
+                             "ingest's input; repeatable")
     parser.add_argument("--lost", default="squash224->416",
                         help="list the reference labels this variant misses most often")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     dataset = read_dataset(args.dataset)
-    paths = dataset.paths(dataset.val[: args.count])
+    paths = [dataset.image_dir / name for name in dataset.val[: args.count]]
     config = DetectorConfig(threshold=args.threshold) if args.threshold else None
     fixed = Detector.load(threads=1, config=config)
     dynamic = {}
@@ -72,7 +77,9 @@ def main() -> None:
         (found,), ms = cpu_ms(lambda: det.detect_batch(pixels[None], [ratio]))
         return {e["label"]: e["score"] for e in summarize(found)}, ms
 
-    for det in [fixed, *dynamic.values()]:  # warm up: first runs allocate
+    others = {name: Detector.load(path, threads=1, config=config)
+              for name, path in (a.split("=", 1) for a in args.also)}
+    for det in [fixed, *dynamic.values(), *others.values()]:  # warm up: first runs allocate
         run(det, torch.zeros(3, det.input_size, det.input_size, dtype=torch.uint8), 1.0)
 
     def plain_bilinear(photo: Image.Image, size: int):
@@ -108,6 +115,9 @@ def main() -> None:
         for size, det in dynamic.items():
             variants[f"letterbox {size}"] = (det, partial(letterbox, photo, size))
             variants[f"squash224->{size}"] = (det, partial(letterbox_pixels, small, size, original))
+        for name, det in others.items():
+            variants[f"squash224->416 {name}"] = (det, partial(letterbox_pixels, small, 416,
+                                                               original))
         if 224 in dynamic:  # ratio 1: boxes are in squashed pixels, only labels compared
             variants["squash224 as is"] = (dynamic[224], partial(tuple, (small, 1.0)))
         for name, (det, prepare) in variants.items():
@@ -137,6 +147,13 @@ def main() -> None:
         print(f"{name:18} {jac:7.3f} {recall:6.3f} {precision:6.3f} {same:5d} "
               f"{sum(map(len, sets)):6d} {recall_sure:6.3f} {prep_ms[name] / n:7.2f} "
               f"{model_ms[name] / n:8.1f}")
+    ingest = [set(r) for r in labels["squash224->416"]]  # what ingest stores today
+    for name in others:
+        found = [set(f) for f in labels[f"squash224->416 {name}"]]
+        jac = sum(len(a & r) / len(a | r) if a | r else 1.0 for a, r in zip(found, ingest)) / n
+        same = sum(a == r for a, r in zip(found, ingest))
+        print(f"squash224->416 {name} against squash224->416 (today's ingest): Jaccard "
+              f"{jac:.3f}, identical label sets {same} of {n}")
     if args.lost in labels:
         lost = Counter(k for a, r in zip(labels[args.lost], ref) for k in r - set(a))
         added = Counter(k for a, r in zip(labels[args.lost], ref) for k in set(a) - r)

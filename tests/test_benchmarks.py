@@ -188,22 +188,31 @@ def test_bad_options_are_refused():
 def test_signals_side_by_side(monkeypatch, tmp_path):
     from benchmarks.capbench import signals
 
-    rates = {(False, False): [10.0, 20.0, 10.0], (True, False): [8.0, 14.0, 7.0],
-             (False, True): [9.5, 19.0, 9.0], (True, True): [7.0, 14.0, 6.0]}
+    # (objects, embedding, guide) -> each round's rate; CPU seconds: 100 / rate
+    rates = {(False, False, False): [10.0, 20.0, 10.0], (True, False, False): [8.0, 14.0, 7.0],
+             (False, True, False): [9.5, 19.0, 9.0], (False, False, True): [9.0, 18.0, 10.0],
+             (True, True, False): [8.0, 14.0, 7.0], (True, True, True): [7.0, 14.0, 6.0]}
     calls = []
 
-    def fake_ingest(folder, library, args, ahead=0, objects=True, embedding=True):
-        calls.append((objects, embedding))
-        rate = rates[objects, embedding][sum(1 for c in calls if c == (objects, embedding)) - 1]
+    def fake_ingest(folder, library, args, ahead=0, objects=True, embedding=True, guide=True):
+        calls.append((objects, embedding, guide))
+        rate = rates[calls[-1]][calls.count(calls[-1]) - 1]
         return {"images_per_s": rate, "steady_images_per_s": rate, "wall_seconds": 1.0,
-                "cpu_seconds": 1.0, "peak_rss_mb": 1.0, "tree_peak_rss_mb": 1.0, "captioned": 4}
+                "cpu_seconds": 100 / rate, "cores_busy": 1.0, "peak_rss_mb": 1.0,
+                "tree_peak_rss_mb": 1.0, "captioned": 4}
 
     monkeypatch.setattr(signals, "run_ingest", fake_ingest)
     args = type("Args", (), {"rounds": 3})()
     result = signals.measure_signals(tmp_path, tmp_path, args, ahead=0)
-    assert calls[:4] == [(False, False), (True, False), (False, True), (True, True)]  # in turn
+    ways = list(signals.WAYS.values())
+    assert calls[:6] == ways  # in turn, and each round starts one way later
+    assert calls[6:12] == ways[1:] + ways[:1]
     assert result["plain"]["images_per_s"] == 10.0  # the median round
     assert result["objects"]["rounds_vs_plain"] == [0.8, 0.7, 0.7]
     assert result["objects"]["vs_plain"] == 0.7
     assert result["embedding"]["vs_plain"] == 0.95
-    assert result["all_vs_objects"] == 0.875  # median of 7/8, 14/14, 6/7
+    assert result["guide"]["vs_plain"] == 0.9
+    # added CPU: (100/8 - 100/10) s over 4 images in round 1, ...
+    assert result["objects"]["rounds_added_cpu_ms_per_image"] == [625.0, 535.7, 1071.4]
+    assert result["embedding_own"] == 1.0  # unguided / objects
+    assert result["guide_own"] == 0.875  # all / unguided: median of 7/8, 14/14, 6/7

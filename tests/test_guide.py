@@ -167,3 +167,22 @@ def test_shipped_model_names_what_is_in_the_sample_photos(shipped_vocab):
     # a person: the word or a narrower one (WordNet: man, woman, astronaut...), or plural
     person = words_of(shipped_vocab, Guide(shipped_vocab, GuideConfig()).group("person", "coco"))
     assert said["astronaut.jpg"] & person, said
+
+
+def test_ingest_loader_passes_its_guide_to_the_captioner(monkeypatch):
+    """`load_captioner(guide=...)` (the benchmark's captions-alone way) decodes as told;
+    without one, the shipped guide."""
+    from capindex.model.captioner import Captioner
+    from capindex.pipeline.caption import load_captioner
+
+    asked = []
+
+    def fake_load(path, **kwargs):
+        asked.append(kwargs["guide"])
+        raise RuntimeError("stop: the model itself is not needed here")
+
+    monkeypatch.setattr(Captioner, "load", staticmethod(fake_load))
+    for guide in (GuideConfig(), None):
+        with pytest.raises(RuntimeError, match="stop"):
+            load_captioner(embedding=False, guide=guide).caption_batch(None)
+    assert asked == [GuideConfig(), None]  # None: Captioner.load uses shipped_guide()

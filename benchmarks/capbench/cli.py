@@ -61,7 +61,8 @@ def parse_args(argv=None):
                              "keyword, hybrid and semantic (default 300)")
     parser.add_argument("--signals", action="store_true",
                         help="also ingest the small set with each signal off, --rounds times in "
-                             "turn: captions alone, + objects, + embedding, all (the default)")
+                             "turn: captions alone, + objects, + embedding, + guided decoding, "
+                             "all but the guide, all (the default)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the generated images here and reuse them next time "
                              "(default: a temporary folder, removed at the end)")
@@ -162,9 +163,10 @@ def main(argv=None) -> dict:
             folder = data_dir / "small"
             make_set(folder, "small", args.images)
             results["signals"] = signals = measure_signals(folder, temp, args, ahead)
-            for name in ("objects", "embedding", "all"):
+            for name in ("objects", "embedding", "guide", "unguided", "all"):
                 results["ratios"][f"ingest_{name}_vs_plain"] = signals[name]["vs_plain"]
-            results["ratios"]["ingest_all_vs_objects"] = signals["all_vs_objects"]
+            for name in ("embedding_own", "guide_own"):
+                results["ratios"][f"ingest_{name}"] = signals[name]
 
         if args.memory_sizes:
             results["memory"] = memory = measure_memory(args, data_dir, temp, ahead)

@@ -30,14 +30,16 @@ def steady_rate(points: list[tuple[float, int]], total: int, ahead: int) -> floa
     return round((n1 - n0) / (t1 - t0), 2)
 
 
-# `capindex` with the captioner loaded without the text-image embedding: the CLI has no
-# switch for it, but takes its captioner loader from the click context (cli/__init__.py).
-_WITHOUT_EMBEDDING = (
+# `capindex` with the captioner loaded another way (without the text-image embedding, or
+# with plain decoding instead of the shipped guide): the CLI has no switch for these, but
+# takes its captioner loader from the click context (cli/__init__.py).
+_WITH_LOADER = (
     "import functools\n"
     "from capindex.cli import main\n"
+    "from capindex.model.guide import GuideConfig\n"
     "from capindex.pipeline.caption import load_captioner\n"
-    "main(prog_name='capindex', obj={'load_captioner': functools.partial(load_captioner, "
-    "embedding=False)})\n")
+    "main(prog_name='capindex', obj={{'load_captioner': functools.partial(load_captioner, "
+    "embedding={embedding}, guide={guide})}})\n")
 
 
 def capindex_command() -> list[str]:
@@ -60,13 +62,17 @@ def this_checkout_env() -> dict:
 
 def run_ingest(folder: Path, library: Path, args, profile: Path | None = None,
                fresh: bool = True, ahead: int = 0, objects: bool = True,
-               embedding: bool = True) -> dict:
+               embedding: bool = True, guide: bool = True) -> dict:
     """`capindex ingest FOLDER` into a fresh `library` (or the one there, with fresh=False);
     time, rate (also its steady part: `steady_rate`, with `ahead`) and peak memory.
-    `objects`, `embedding`: False runs it without the detector, or without the embedding."""
+    `objects`, `embedding`, `guide`: False runs it without the detector, without the
+    embedding, or with plain beam search instead of the shipped guided decoding."""
     if fresh and library.exists():
         shutil.rmtree(library)
-    command = capindex_command() if embedding else [sys.executable, "-c", _WITHOUT_EMBEDDING]
+    command = capindex_command()
+    if not (embedding and guide):
+        command = [sys.executable, "-c", _WITH_LOADER.format(
+            embedding=embedding, guide="None" if guide else "GuideConfig()")]
     if profile is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]]
     command += ["--library", str(library), "ingest", str(folder),

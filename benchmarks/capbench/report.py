@@ -83,14 +83,17 @@ def format_table(results: dict) -> str:
         g = results["signals"]
         lines += ["", f"signals: capindex ingest of {g['images']} small images, {g['rounds']} "
                       "rounds in turn (images/s, median round; rate over captions alone)"]
-        for name in ("plain", "objects", "embedding", "all"):
+        for name in ("plain", "objects", "embedding", "guide", "unguided", "all"):
             e = g[name]
             lines.append(f"  {name:<10}{e['images_per_s']:>8.1f}/s  steady "
                          f"{e['steady_images_per_s']}/s  CPU {e['cpu_seconds']} s"
                          + (f"  x{e['vs_plain']:.2f} (rounds "
-                            f"{', '.join(f'{r:.2f}' for r in e['rounds_vs_plain'])})"
+                            f"{', '.join(f'{r:.2f}' for r in e['rounds_vs_plain'])}), "
+                            f"+{e['added_cpu_ms_per_image']} CPU-ms an image"
                             if "vs_plain" in e else ""))
-        lines.append(f"  all / objects (the embedding's cost): {g['all_vs_objects']:.2f}")
+        lines.append(f"  unguided / objects (the embedding's cost): {g['embedding_own']:.2f}; "
+                     f"all / unguided (guided decoding's): {g['guide_own']:.2f}; load average "
+                     f"{min(g['load_average']):.1f}-{max(g['load_average']):.1f}")
     if results.get("search"):
         q = results["search"]
         o = q["old_fields"]

@@ -16,7 +16,8 @@ TARGETS = {
     "search_p95_ms": 50.0,  # at most
     "search_docs_per_s": 2000.0,
     "ingest_all_vs_plain": 0.70,  # issue 16: the new signals keep 70% of the images/s
-    "ingest_all_vs_objects": 0.90,  # issue 17: the embedding costs under 10%
+    "ingest_guide_vs_plain": 0.80,  # issue 18: guided decoding keeps 80% of the images/s
+    "ingest_embedding_own": 0.90,  # issue 17: the embedding costs under 10%
     "keyword_p95_new_vs_old_fields": 1.20,  # at most (issue 16)
     "hybrid_p95_ms": 50.0,  # at most (issue 17)
     "query_encoding_p95_ms": 30.0,  # at most (issue 17)
@@ -83,7 +84,7 @@ def check_targets(results: dict) -> dict:
                                    "met": search["p95_ms"] < TARGETS["search_p95_ms"]}
         checks["search_docs_per_s"] = {"value": search["docs_per_s"], "target": ">= 2000",
                                        "met": search["docs_per_s"] >= TARGETS["search_docs_per_s"]}
-    for key in ("ingest_all_vs_plain", "ingest_all_vs_objects"):
+    for key in ("ingest_all_vs_plain", "ingest_guide_vs_plain", "ingest_embedding_own"):
         if key in ratios:
             checks[key] = {"value": ratios[key], "target": f">= {TARGETS[key]}",
                            "met": ratios[key] >= TARGETS[key]}

@@ -121,11 +121,13 @@ class DeferredCaptioner:
 
 
 def load_captioner(model_path: str | Path | None = None, device: str = "auto",
-                   precision: str = "auto", embedding: bool = True) -> DeferredCaptioner:
+                   precision: str = "auto", embedding: bool = True,
+                   guide=None) -> DeferredCaptioner:
     """The real captioner for `model_path` (None: the shipped model), loaded when first used,
     so that an ingest with nothing to caption imports no torch. A file that cannot be a
     checkpoint fails here, at once (ModelError). `embedding`: each caption also carries the
-    image's vector from the shipped text-image embedding (for search by meaning)."""
+    image's vector from the shipped text-image embedding (for search by meaning).
+    `guide`: a `GuideConfig` for the decoding (None: the shipped guide, `shipped_guide`)."""
     from capindex.model import DEFAULT_CHECKPOINT, DEFAULT_EMBEDDING, file_sha256, open_checkpoint
     from capindex.model import embedding_id as id_of_embedding
 
@@ -146,7 +148,7 @@ def load_captioner(model_path: str | Path | None = None, device: str = "auto",
         from capindex.model.captioner import Captioner
 
         return Captioner.load(path, device=device, precision=precision,
-                              embedding=embedding_path)
+                              embedding=embedding_path, guide=guide)
 
     def place():
         from capindex.model.captioner import load_placement
