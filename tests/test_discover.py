@@ -94,3 +94,15 @@ def test_is_under():
 ])
 def test_failure_reasons(exc, reason):
     assert describe_failure(exc) == reason
+
+
+def test_files_come_out_in_path_order(tmp_path):
+    """One walk yields paths sorted as the catalogue sorts them (planning merges the two):
+    a folder sorts as its name + "/", so "a-b/x.jpg" and "a b/x.jpg" come before "a/x.jpg"."""
+    for name in ("a/x.jpg", "a-b/x.jpg", "a b/x.jpg", "a.jpg", "a0.jpg", "a/b/y.jpg", "a/b-c.jpg",
+                 "ab/z.jpg", "é/x.jpg", "z.jpg"):
+        solid(tmp_path / name)
+    keys = [found.key for found in discover([tmp_path])]
+    assert len(keys) == 10 and keys == sorted(keys)
+    assert [os.path.relpath(k, tmp_path) for k in keys[:4]] == ["a b/x.jpg", "a-b/x.jpg",
+                                                                "a.jpg", "a/b-c.jpg"]

@@ -9,7 +9,7 @@ from capindex.pipeline.discover import Found
 from capindex.pipeline.options import IngestOptions
 from capindex.pipeline.plan import plan_ingest
 from capindex.pipeline.report import Events
-from capindex.store.catalog import Catalog, Changes, create_catalog, utcnow
+from capindex.store.catalog import _PLAN_ROWS, Catalog, Changes, create_catalog, utcnow
 
 HASH, DETECTOR, EMBEDDING = "w1", "d1", "e1"
 
@@ -89,9 +89,7 @@ def test_what_each_file_becomes(catalog):
     assert plan(catalog, chunk=2, roots=("/r/a",))[2] == ["/r/a/gone.jpg"]
 
 
-def test_nothing_gone_is_known_from_a_count(catalog):
-    """When as many rows lie under the paths as files found with a row, none is an orphan
-    (the paths are not read); one row more and it is found."""
+def test_a_row_not_found_under_the_path_is_an_orphan(catalog):
     found = [Found("/r/a-b/elsewhere.jpg", "/r/a-b/elsewhere.jpg", 10, 1)]
     made = plan_ingest(catalog, found, ["/r/a-b"], HASH, IngestOptions(), Events(),
                        DETECTOR, EMBEDDING, chunk=1)
@@ -101,11 +99,75 @@ def test_nothing_gone_is_known_from_a_count(catalog):
     assert list(made.orphans) == ["/r/a-b/elsewhere.jpg"]
 
 
-def test_a_root_per_photo_and_nested_roots_are_counted_once(catalog):
-    # evaluate-search gives one root per photo: 1,500 OR-ed ranges once passed SQLite's
-    # 1,000-deep expression limit; a root inside another must not count its rows twice
+@pytest.mark.parametrize("order", ["reversed", "shuffled"])
+def test_files_out_of_path_order_give_the_same_plan(catalog, order):
+    """The merge expects path order (one walk gives it); files out of it (a second PATH
+    sorting first, names that are not UTF-8) are looked up by path: the same tasks,
+    failures, orphans and counts, the tasks in the order found."""
+    import random
+
+    found = sorted(FOUND, key=lambda f: f.key)
+    expected = plan_ingest(catalog, found, ["/r"], HASH, IngestOptions(), Events(),
+                           DETECTOR, EMBEDDING, chunk=2)
+    other = found[::-1] if order == "reversed" else random.Random(1).sample(found, len(found))
+    made = plan_ingest(catalog, other, ["/r"], HASH, IngestOptions(), Events(),
+                       DETECTOR, EMBEDDING, chunk=2)
+    keys = [f.key for f in other]
+    assert [(t.found.key, t.reason) for t in made.tasks] == sorted(
+        [(t.found.key, t.reason) for t in expected.tasks], key=lambda t: keys.index(t[0]))
+    assert sorted(f.key for f in made.failures) == sorted(f.key for f in expected.failures)
+    assert list(made.orphans) == list(expected.orphans) == [
+        "/r/gone.jpg", "/r/gone2.jpg", "/r/a/gone.jpg"]
+    assert made.summary == expected.summary and made.reuse_hashes == expected.reuse_hashes
+
+
+def test_a_folder_reported_after_its_rows_were_passed_keeps_them(catalog):
+    """A PATH whose folder cannot be read, given after one sorting later: its rows were
+    passed over by the merge before the folder was reported, and are kept all the same."""
+    found = [Found("/r/same.jpg", "/r/same.jpg", 10, 1),
+             Found("/r/a", "/r/a", error="permission denied", is_dir=True)]
+    made = plan_ingest(catalog, found, ["/r/same.jpg", "/r/a"], HASH, IngestOptions(),
+                       Events(), DETECTOR, EMBEDDING)
+    assert made.orphans == {} and made.summary.unchanged == 1 and made.summary.failed == 1
+
+
+def test_plan_rows_in_path_order_each_once(catalog):
+    # evaluate-search gives one root per photo (1,500 OR-ed ranges once passed SQLite's
+    # 1,000-deep expression limit); a root inside another must not give its rows twice;
+    # "/r/a-b/..." sorts between "/r/a" and "/r/a/...".
+    def paths(roots):
+        return [row[0] for row in catalog.plan_rows(roots, HASH, DETECTOR, EMBEDDING)]
+
     many = [f"/r/photo-{n}.jpg" for n in range(1500)]
-    assert catalog.count_under([*many, "/r/same.jpg", "/r/touched.jpg"]) == 2
-    assert catalog.count_under(["/r", "/r/a", "/r/a/gone.jpg", "/r/same.jpg"]) == 11
-    assert sorted(catalog.paths_under(["/r/a", "/r/a/gone.jpg", *many])) == ["/r/a/gone.jpg"]
-    assert catalog.count_under(["/r/a"]) == 1  # /r/a-b/ sorts inside /r/a's range: not under
+    assert paths([*many, "/r/touched.jpg", "/r/same.jpg"]) == ["/r/same.jpg", "/r/touched.jpg"]
+    everything = paths(["/r", "/r/a", "/r/a/gone.jpg", "/r/same.jpg"])
+    assert everything == sorted(everything) and len(everything) == 11
+    assert paths(["/r/a", "/r/a/gone.jpg", *many]) == ["/r/a/gone.jpg"]
+    assert paths(["/r/a-b", "/r/a"]) == ["/r/a-b/elsewhere.jpg", "/r/a/gone.jpg"]
+    assert paths(["/"]) == sorted(paths(["/"])) and len(paths(["/"])) == 12
+
+
+def test_plan_rows_say_what_is_current(catalog):
+    rows = {row[0]: row[1:] for row in catalog.plan_rows(["/r"], HASH, DETECTOR, EMBEDDING)}
+    assert rows["/r/same.jpg"] == (10, 1, 1, 1)
+    assert rows["/r/old-model.jpg"] == (10, 1, 1, 0)  # another captioner: not the same
+    assert rows["/r/no-vector.jpg"][2] == 0 and rows["/r/failed.jpg"][2] == 0
+    rows = dict((row[0], row[3]) for row in catalog.plan_rows(["/r"], HASH, "other", None))
+    assert rows["/r/same.jpg"] == 0 and rows["/r/no-vector.jpg"] == 0
+    rows = dict((row[0], row[3]) for row in catalog.plan_rows(["/r"], HASH, None, None))
+    assert rows["/r/no-vector.jpg"] == 1  # no embedding asked for: nothing missing
+
+
+def test_planning_reads_the_planning_index_alone(catalog, tmp_path):
+    """A catalogue without the index (written by an older capindex) gets it when opened
+    for writing; planning's query is answered from that index, never the wide rows."""
+    path = tmp_path / "catalog.sqlite"
+    with catalog.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_images_plan")
+    with Catalog(path) as upgraded, upgraded.engine.begin() as conn:
+        assert "ix_images_plan" in {row[1] for row in
+                                    conn.exec_driver_sql("PRAGMA index_list(images)")}
+        plans = [row[3] for row in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + _PLAN_ROWS.format("path >= ?4 AND path < ?5"),
+            (None, None, "h", "/r/", "/r0"))]
+    assert plans == ["SEARCH images USING COVERING INDEX ix_images_plan (path>? AND path<?)"]

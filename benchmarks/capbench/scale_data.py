@@ -118,9 +118,11 @@ def build_library(root: Path, rows: int, log=lambda text: None) -> dict:
     return {name: round(value, 1) for name, value in seconds.items()}
 
 
-def build_indexes(root: Path, log=lambda text: None) -> dict:
-    """The vector and keyword indexes of the library under `root`, each rebuilt from the
-    catalogue as `capindex ingest` rebuilds a missing one (`reconcile`); seconds of each."""
+def build_indexes(root: Path, log=lambda text: None, vectors: bool = True,
+                  keyword: bool = True) -> dict:
+    """The vector and keyword indexes of the library under `root` (those asked for), each
+    rebuilt from the catalogue as `capindex ingest` rebuilds a missing one (`reconcile`);
+    seconds of each."""
     import time
 
     from capindex.model import EMBEDDING_DIM, embedding_id
@@ -132,12 +134,14 @@ def build_indexes(root: Path, log=lambda text: None) -> dict:
     library = LibraryDir(root / "library")
     seconds = {}
     with Catalog(library.catalog_path) as catalog:
-        started = time.perf_counter()
-        VectorIndex(library.vectors_dir).reconcile(catalog, embedding_id(), EMBEDDING_DIM)
-        seconds["vector_index"] = time.perf_counter() - started
-        log(f"vector index in {seconds['vector_index']:.0f} s")
-        started = time.perf_counter()
-        KeywordIndex(library.index_dir).reconcile(catalog)
-        seconds["keyword_index"] = time.perf_counter() - started
-        log(f"keyword index in {seconds['keyword_index']:.0f} s")
+        if vectors:
+            started = time.perf_counter()
+            VectorIndex(library.vectors_dir).reconcile(catalog, embedding_id(), EMBEDDING_DIM)
+            seconds["vector_index"] = time.perf_counter() - started
+            log(f"vector index in {seconds['vector_index']:.0f} s")
+        if keyword:
+            started = time.perf_counter()
+            KeywordIndex(library.index_dir).reconcile(catalog)
+            seconds["keyword_index"] = time.perf_counter() - started
+            log(f"keyword index in {seconds['keyword_index']:.0f} s")
     return {name: round(value, 1) for name, value in seconds.items()}

@@ -14,11 +14,12 @@ and stat() (no file is opened).
   a link whose target is missing) every row is kept as it is, and the folder is
   reported once.
 
-Planning never holds the whole catalogue: what discovery finds is looked up in chunks
-(`CHUNK` files, one query each), and the orphans are the catalogue's paths under the
-given ones (streamed in path order) that discovery did not find. A re-run over a million
-catalogued photos holds the set of paths found and little else (docs/performance.md,
-"1,000,000 photos").
+Planning never holds the whole catalogue: the files found, in path order, are merged with
+one ordered scan of the catalogue's rows under the given paths (`Catalog.plan_rows`: the
+planning index, never the wide rows), so an unchanged file costs a comparison of a few
+values; only the files that may be tasks have their rows read whole (`CHUNK` at a time),
+and a row the merge passes over is an orphan. A re-run over a million catalogued photos
+holds little but a chunk of files (docs/performance.md, "1,000,000 photos").
 """
 
 from __future__ import annotations
@@ -33,20 +34,19 @@ from capindex.errors import too_large
 from capindex.pipeline.discover import Found, catalog_path, is_under
 from capindex.pipeline.options import IngestOptions
 from capindex.pipeline.report import Events, Summary
-from capindex.store.catalog import FileState
+from capindex.store.catalog import FileState, PlanRow
 
 TOO_LARGE = "file too large ("  # how `errors.too_large` starts the reason of a file over the limit
-CHUNK = 5000  # files discovered per catalogue lookup
+CHUNK = 5000  # files whose rows are read whole per catalogue lookup
 
 
 class CatalogStates(Protocol):
     """The catalogue reads planning makes (`store.catalog.Catalog` has them)."""
 
+    def plan_rows(self, roots: Sequence[str], weights_hash: str, detector_id: str | None,
+                  embedding_id: str | None) -> Iterable[PlanRow]: ...
+
     def states_of(self, paths: Sequence[str]) -> dict[str, FileState]: ...
-
-    def paths_under(self, roots: Sequence[str]) -> Iterable[str]: ...
-
-    def count_under(self, roots: Sequence[str]) -> int: ...
 
     def has_paths_under(self, root: str) -> bool: ...
 
@@ -78,33 +78,66 @@ def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[
     `detector_id`, `embedding_id`: the object detector's and the embedding's; an unchanged
     row whose objects or vector another model made, or none yet (a library from before
     them), gets an "enrich" task: read again for what it lacks, its caption kept.
+
+    The files found are merged with the catalogue's rows under `roots`, both in path
+    order: a row passed over is not found (an orphan, unless under a folder that cannot
+    be read now); a file out of order (a second PATH sorting before the first, a name
+    that is not UTF-8) is looked up by its path instead, and its row is then not an orphan.
     """
     plan = Plan()
     summary = plan.summary
-    seen: set[str] = set()
-    catalogued = 0  # files found that have a catalogue row
+    recaption = options.recaption
+    rows = iter(catalog.plan_rows([catalog_path(os.path.abspath(r)) for r in roots],
+                                  weights_hash, detector_id or None, embedding_id or None))
+    row = next(rows, None)
+    last = ""  # the last key merged
+    gone: list[str] = []  # catalogued under the roots, passed over by the merge
+    strays: set[str] = set()  # keys out of order, looked up by path
     unlisted: list[str] = []  # directories that could not be read
-    for entries in _batches(found, chunk):
-        states = catalog.states_of([entry.key for entry in entries if not entry.is_dir])
-        for entry in entries:
-            if entry.is_dir:
-                if entry.maybe_dir and not catalog.has_paths_under(entry.key):
-                    continue  # a link that cannot be followed, with nothing catalogued under it
-                events.skipped(entry.key, entry.error)
-                unlisted.append(entry.key)
-                summary.failed += 1
+    pending: list[tuple[Found, bool]] = []  # (file, whether to look its row up), found order
+    lookups = 0  # files in `pending` whose row is looked up
+    for entry in found:
+        if entry.is_dir:
+            if entry.maybe_dir and not catalog.has_paths_under(entry.key):
+                continue  # a link that cannot be followed, with nothing catalogued under it
+            events.skipped(entry.key, entry.error)
+            unlisted.append(entry.key)
+            summary.failed += 1
+            continue
+        key = entry.key
+        if key <= last:
+            strays.add(key)
+            pending.append((entry, True))
+        else:
+            last = key
+            while row is not None and row[0] < key:
+                if not _under_any(row[0], unlisted):
+                    gone.append(row[0])
+                row = next(rows, None)
+            if row is None or row[0] != key:
+                pending.append((entry, False))  # new
                 continue
-            seen.add(entry.key)
-            old = states.get(entry.key)
-            catalogued += old is not None
-            _sort(plan, entry, old, weights_hash, options, detector_id, embedding_id)
-    root_keys = [catalog_path(os.path.abspath(r)) for r in roots]
-    gone = []
-    # Every file found is under the roots: as many rows there as files found with one
-    # means none is gone, without reading their paths.
-    if catalog.count_under(root_keys) != catalogued:
-        gone = [key for key in catalog.paths_under(root_keys)
-                if key not in seen and not any(is_under(key, d) for d in unlisted)]
+            _, size, mtime_ns, current, same_captioner = row
+            row = next(rows, None)
+            if (current and size == entry.size and mtime_ns == entry.mtime_ns
+                    and entry.error is None and (same_captioner or not recaption)):
+                # Unchanged, captioned, nothing missing: the common case, no FileState made.
+                summary.unchanged += 1
+                summary.other_model += not same_captioner
+                continue
+            pending.append((entry, True))
+        lookups += 1
+        if lookups >= chunk:
+            _settle(plan, catalog, pending, weights_hash, options, detector_id, embedding_id)
+            pending, lookups = [], 0
+    _settle(plan, catalog, pending, weights_hash, options, detector_id, embedding_id)
+    while row is not None:
+        if not _under_any(row[0], unlisted):
+            gone.append(row[0])
+        row = next(rows, None)
+    # A stray's row was passed over by the merge; a folder reported late (a later PATH)
+    # keeps what is under it.
+    gone = [key for key in gone if key not in strays and not _under_any(key, unlisted)]
     orphans: dict[str, FileState] = {}
     for keys in _batches(gone, chunk):
         orphans.update(catalog.states_of(keys))
@@ -119,6 +152,21 @@ def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[
         + [t.old.sha256 for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
     )
     return plan
+
+
+def _settle(plan: Plan, catalog: CatalogStates, pending: list[tuple[Found, bool]],
+            weights_hash: str, options: IngestOptions, detector_id: str | None,
+            embedding_id: str | None) -> None:
+    """Sort the files that are not simply unchanged, in the order found, with their rows
+    read whole (one lookup for the chunk)."""
+    states = catalog.states_of([entry.key for entry, look_up in pending if look_up])
+    for entry, _ in pending:
+        _sort(plan, entry, states.get(entry.key), weights_hash, options, detector_id,
+              embedding_id)
+
+
+def _under_any(key: str, folders: list[str]) -> bool:
+    return bool(folders) and any(is_under(key, folder) for folder in folders)
 
 
 def _sort(plan: Plan, entry: Found, old: FileState | None, weights_hash: str,

@@ -38,6 +38,10 @@ _CHUNK = 500  # ids per IN (...) clause
 _LOOKUP_CHUNK = 5000  # paths per IN (...) clause of `states_of` (SQLite allows 32,766)
 
 
+# (path, size, mtime_ns, current, same_captioner): `Catalog.plan_rows`.
+PlanRow = tuple[str, "int | None", "int | None", int, int]
+
+
 class FileState(NamedTuple):
     """What planning an ingest needs to know about a catalogued file."""
 
@@ -200,21 +204,39 @@ class Catalog:
                 cursor.close()
         return states
 
-    def paths_under(self, roots: Sequence[str], batch: int = 10_000) -> Iterator[str]:
-        """The catalogue paths that are one of `roots` or inside one, in path order (ranges
-        of the path index, streamed)."""
+    def plan_rows(self, roots: Sequence[str], weights_hash: str, detector_id: str | None = None,
+                  embedding_id: str | None = None) -> Iterator[PlanRow]:
+        """(path, size, mtime_ns, current, same_captioner) of every row that is one of
+        `roots` or inside one, in path order, streamed from the planning index alone
+        (`ix_images_plan`, never the wide rows). `current`: 1 when the row is 'ok' with its
+        objects and vector from `detector_id` and `embedding_id` (None: any);
+        `same_captioner`: 1 when `weights_hash` captioned it."""
+        one = _PLAN_ROWS.format("path = ?4")
+        inside = _PLAN_ROWS.format("path >= ?4 AND path < ?5")
+        # A root's own path and the paths inside it (root + "/" ...) sort apart when a
+        # sibling's name starts with the root's and a character below "/" ("a" < "a-b/x" <
+        # "a/x"), so each is a range of its own; in order of those keys the ranges of
+        # roots that do not nest follow one another in path order.
+        outermost = _outermost(roots)
+        ranges = sorted([(root, None) for root in outermost]
+                        + [(prefix, _after(prefix)) for prefix in
+                           (root.rstrip(os.sep) + os.sep for root in outermost)],
+                        key=lambda item: item[0])  # "/" itself before what is inside it
         with self.engine.begin() as conn:
-            for chunk in _chunks(_outermost(roots), _ROOTS_PER_QUERY):
-                query = sa.select(_T.c.path).where(sa.or_(*map(_under, chunk)))
-                yield from conn.execution_options(yield_per=batch).execute(
-                    query.order_by(_T.c.path)).scalars()
-
-    def count_under(self, roots: Sequence[str]) -> int:
-        """How many catalogue paths are one of `roots` or inside one (the path index only)."""
-        with self.engine.begin() as conn:
-            return sum(conn.execute(sa.select(sa.func.count()).where(
-                sa.or_(*map(_under, chunk)))).scalar_one()
-                for chunk in _chunks(_outermost(roots), _ROOTS_PER_QUERY))
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                for low, high in ranges:
+                    if high is None:
+                        cursor.execute(one, (detector_id, embedding_id, weights_hash, low))
+                    else:
+                        cursor.execute(inside, (detector_id, embedding_id, weights_hash, low,
+                                                high))
+                    yield from cursor
+            except sqlite3.Error as exc:
+                self._raise_for(exc)
+                raise
+            finally:
+                cursor.close()
 
     def has_paths_under(self, root: str) -> bool:
         """Whether any catalogue path is `root` or inside it."""
@@ -469,13 +491,14 @@ def create_catalog(path: Path) -> None:
     tmp.replace(path)
 
 
-# Roots OR-ed in one query: SQLite parses OR chains as a tree at most 1,000 deep, and a
-# run may be given a root per photo (evaluate-search gives 1,000).
-_ROOTS_PER_QUERY = 200
+# `Catalog.plan_rows`' query: ?1 detector id, ?2 embedding id, ?3 weights hash.
+_PLAN_ROWS = ("SELECT path, size, mtime_ns, status = 'ok' AND (?1 IS NULL OR detector_id IS ?1) "
+              "AND (?2 IS NULL OR embedding_model IS ?2), weights_hash IS ?3 "
+              "FROM images WHERE {} ORDER BY path")
 
 
 def _outermost(roots: Sequence[str]) -> list[str]:
-    """`roots` without those inside another (so ranges per chunk never count a row twice)."""
+    """`roots` without those inside another (so no row is read twice)."""
     kept: set[str] = set()
     for root in sorted(set(roots), key=len):
         parts = root.rstrip(os.sep).split(os.sep)
@@ -488,8 +511,13 @@ def _under(root: str):
     """The rows whose path is `root` or inside it, as a range of the path index: paths
     inside sort from root + "/" up to root with "0" (the character after "/") appended."""
     prefix = root.rstrip(os.sep) + os.sep
-    inside = sa.and_(_T.c.path >= prefix, _T.c.path < prefix[:-1] + chr(ord(os.sep) + 1))
+    inside = sa.and_(_T.c.path >= prefix, _T.c.path < _after(prefix))
     return sa.or_(_T.c.path == root, inside)
+
+
+def _after(prefix: str) -> str:
+    """The first string after every one starting with `prefix` (which ends with "/")."""
+    return prefix[:-1] + chr(ord(os.sep) + 1)
 
 
 @lru_cache(maxsize=8)
