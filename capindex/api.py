@@ -116,6 +116,14 @@ class Library:
 
         return count(self.dir, query, filters=filters, **options)
 
+    def search_page(self, query: str = "", limit: int = 10, *, offset: int = 0,
+                    filters: Filters | None = None, **options) -> tuple[list[Hit], int]:
+        """`search` and `count` together, from one ranking (a results page shows both):
+        (hits, how many images the pages go through)."""
+        from capindex.search.ranking import search_page
+
+        return search_page(self.dir, query, limit, offset=offset, filters=filters, **options)
+
     def similar(self, image_id: int, limit: int = 12, *,
                 filters: Filters | None = None) -> list[Hit]:
         """The photos most alike to photo `image_id` by their vectors, best first, itself
