@@ -36,6 +36,10 @@ KEYWORD_WEIGHT = 1.0
 SEMANTIC_WEIGHT = 1.0
 
 
+# The catalogue columns a Hit shows (the rest, the vector above all, is not read).
+HIT_COLUMNS = ("path", "caption", "user_caption", "tags", "objects", "status")
+
+
 @dataclass
 class Hit:
     rank: int
@@ -330,7 +334,8 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
 def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
           fused: bool, offset: int = 0) -> list[Hit]:
     with library.read_catalog() as catalog:
-        rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
+        rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked],
+                                                       HIT_COLUMNS)}
     hits = []
     for row_id, score in ranked:
         row = rows.get(row_id)

@@ -47,6 +47,7 @@ class CatalogReader:
         self._catalog = None
         self._connection: sqlite3.Connection | None = None
         self._decoders: dict[str, Callable] = {}
+        self._columns: set[str] = set()
         try:
             self._connection = connect_read_only(self.path)
             columns = self._connection.execute("PRAGMA table_info(images)").fetchall()
@@ -60,6 +61,7 @@ class CatalogReader:
             except BaseException:
                 self.close()
                 raise
+        self._columns = {name for _, name, *_ in columns}
         self._decoders = {name: _DECODERS[kind.upper()] for _, name, kind, *_ in columns
                           if kind.upper() in _DECODERS}
 
@@ -108,25 +110,30 @@ class CatalogReader:
             return self.catalog().id_of(path)
         return found[0] if found else None
 
-    def rows(self, ids: list[int] | None = None) -> Iterator[dict]:
-        """Whole rows of `ids` as dicts, ordered by id (as Catalog.rows); every row when None."""
+    def rows(self, ids: list[int] | None = None,
+             columns: tuple[str, ...] | None = None) -> Iterator[dict]:
+        """Whole rows of `ids` as dicts, ordered by id (as Catalog.rows); every row when None.
+        `columns`: at least these columns (and `id`) of each row, those the catalogue has
+        (search's hits need a few, not the vector and the n-best)."""
         if ids is None or self._catalog is not None:
             yield from self.catalog().rows(ids)
             return
         try:
-            found = self._rows(sorted(ids))
+            found = self._rows(sorted(ids), columns)
         except sqlite3.Error:
             found = list(self.catalog().rows(ids))
         yield from found
 
-    def _rows(self, ids: list[int]) -> list[dict]:
+    def _rows(self, ids: list[int], columns: tuple[str, ...] | None) -> list[dict]:
         out = []
+        names = "*" if columns is None else ", ".join(
+            name for name in ("id", *columns) if name in self._columns)
         self._query("BEGIN")  # one snapshot for every chunk
         try:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
-                cursor = self._query(f"SELECT * FROM images WHERE id IN ({', '.join('?' * len(chunk))}) "
-                                     "ORDER BY id", tuple(chunk))
+                cursor = self._query(f"SELECT {names} FROM images WHERE id IN "
+                                     f"({', '.join('?' * len(chunk))}) ORDER BY id", tuple(chunk))
                 names = [d[0] for d in cursor.description]
                 for values in cursor:
                     row = dict(zip(names, values))
