@@ -190,7 +190,7 @@ class Library:
         """What search filters can choose from: {"cameras", "objects", "tags": [(name,
         images)...] most frequent first, "taken": (first date, last date) ISO or None}.
         Kept until the catalogue changes."""
-        with self.dir.open_catalog(read_only=True) as catalog:
+        with self.dir.read_catalog() as catalog:  # SQLAlchemy only when they must be made
             seq = catalog.next_seq()
             if self._facets is None or self._facets[0] != seq:
                 self._facets = (seq, catalog.facets())

@@ -2,7 +2,7 @@
 
 Importing SQLAlchemy takes about 0.5 s of CPU, more than all the rest of a `capindex
 search` from the shell. Search reads a few rows, so `CatalogReader` makes those reads
-(`has_ok_rows`, `rows`, `id_of`) in plain SQL over the same read-only connection as
+(`has_ok_rows`, `rows`, `id_of`, `next_seq`) in plain SQL over the same read-only connection as
 `Catalog`, decoding each column by the type the catalogue declares (JSON, DATETIME): rows
 equal `Catalog.rows`'s. Any other call, and any SQLite error (a damaged file, say), goes
 to a `Catalog` opened on first need, which loads SQLAlchemy and reports the problem as
@@ -98,6 +98,18 @@ class CatalogReader:
                 is not None
         except sqlite3.Error:
             return self.catalog().has_ok_rows()
+
+    def next_seq(self) -> int:
+        """The seq the next write will give (as Catalog.next_seq): it changes whenever the
+        catalogue does."""
+        if self._catalog is None:
+            try:
+                found = self._query("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+                if found is not None:
+                    return int(found[0])
+            except sqlite3.Error:
+                pass
+        return self.catalog().next_seq()
 
     def id_of(self, path: str) -> int | None:
         """The id of the 'ok' row at catalogue path `path`, if any (as Catalog.id_of)."""
