@@ -302,7 +302,7 @@ class Library:
     # -- helpers ---------------------------------------------------------------
 
     def _row(self, image_id: int) -> dict | None:
-        with self.dir.open_catalog(read_only=True) as catalog:
+        with self.dir.read_catalog() as catalog:  # sqlite3 alone: a photo page's reads
             return next(catalog.rows([int(image_id)]), None)
 
     def _describe_models(self, captioner, detector):
