@@ -10,7 +10,8 @@ query (not cached), the keyword side, the vector side (the library's vector inde
 checkout's ranking opens it), fusion, the catalogue rows of a page of 50 hits; then the
 whole of what `/api/search?limit=50` runs (`web.data.search_results`: search and count, the
 result dicts, JSON text), with the query's vector not yet cached (a new query) and cached
-(the same query again: a page scrolled, the count of the page, a repeated search).
+(the same query again: a page scrolled, the count of the page, a repeated search), and in
+semantic mode (all but the keyword side).
 CPU is the searching thread's time (`time.thread_time`); on a loaded machine it is what an
 idle core would take, while wall time grows with the load (reported).
 """
@@ -105,6 +106,13 @@ def child(library_path: Path, count: int) -> dict:
     out["json_text_50"] = _timed(texts, lambda t: json.dumps(results))
     out["api_search_new_query"] = _timed(texts, api_new_query)
     out["api_search_same_query"] = _timed(texts, api)
+
+    def semantic_api(text: str) -> str:  # everything but the keyword side
+        semantic.query_vector.cache_clear()
+        return json.dumps(data.search_results(library, data.SearchRequest(q=text, limit=50,
+                                                                          mode="semantic")))
+
+    out["api_search_semantic_new_query"] = _timed(texts, semantic_api)
     out["load_average"] = [round(x, 1) for x in os.getloadavg()]
     return out
 
