@@ -190,6 +190,9 @@ def test_a_page_gets_the_hits_and_count_of_search_from_one_ranking(lib, monkeypa
         assert count == len(hits)
     # the keyword side ranked once a page, and only where it takes part
     assert searches == [q for q, options in PAGE_CASES if q and options.get("mode") != "semantic"]
+    for query in ("red picture -cat", "red picture NOT cat", "red ANDNOT cat"):  # every mode
+        for mode in ("hybrid", "semantic"):
+            assert sorted(names(lib.search(query, 10, mode=mode))) == ["a_red.jpg", "b_maroon.jpg"]
 
 
 def test_an_empty_query_lists_newest_taken_first_in_pages(lib):
