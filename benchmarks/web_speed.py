@@ -4,7 +4,10 @@
 1. /api/search warm, one client: p50 and p95 over the queries, limit 50;
 2. a page of 50 results: the page (`/?q=...&limit=50`) against its JSON (`/api/search`),
    so the difference is what rendering the HTML costs, and the template alone;
-3. CLIENTS clients searching at once for SECONDS: requests, errors, p50 and p95.
+3. CLIENTS clients searching at once for SECONDS: requests, errors, p50 and p95;
+
+and for 1 and 3 the server's CPU time a request (its process's, from /proc: on a loaded
+machine what an idle core would take).
 
     python benchmarks/web_speed.py --library LIB --out web.json
 
@@ -61,18 +64,36 @@ def _search_url(base: str, query: str, page: bool = False) -> str:
     return f"{base}/{'' if page else 'api/search'}?{urlencode({'q': query, 'limit': 50})}"
 
 
-def one_client(base: str, rounds: int) -> dict:
+def server_cpu_seconds(pid: int) -> float | None:
+    """The server process's CPU time so far (user + system, Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_client(base: str, rounds: int, server_pid: int | None = None) -> dict:
+    """p50/p95 wall ms of /api/search and of the page, and the server's mean CPU ms a
+    request (what an idle core would take; wall time grows with the machine's load)."""
     import httpx
 
+    out = {}
     with httpx.Client(timeout=30) as client:
         for query in QUERIES:  # warm: every query once
             client.get(_search_url(base, query))
-        api, page = [], []
-        for _ in range(rounds):
-            for query in QUERIES:
-                api.append(_timed_get(client, _search_url(base, query))[0])
-                page.append(_timed_get(client, _search_url(base, query, page=True))[0])
-    return {"api_search": _summary(api), "page_of_50": _summary(page)}
+            client.get(_search_url(base, query, page=True))
+        for name, page in (("api_search", False), ("page_of_50", True)):
+            ms = []
+            cpu_before = server_cpu_seconds(server_pid) if server_pid else None
+            for _ in range(rounds):
+                for query in QUERIES:
+                    ms.append(_timed_get(client, _search_url(base, query, page=page))[0])
+            out[name] = _summary(ms)
+            if cpu_before is not None:
+                out[name]["server_cpu_ms_mean"] = round(
+                    (server_cpu_seconds(server_pid) - cpu_before) * 1000 / len(ms), 1)
+    return out
 
 
 def template_alone(library: Path, rounds: int) -> dict:
@@ -94,7 +115,7 @@ def template_alone(library: Path, rounds: int) -> dict:
     return {**_summary(ms), "results": len(results["results"])}
 
 
-def many_clients(base: str, clients: int, seconds: float) -> dict:
+def many_clients(base: str, clients: int, seconds: float, server_pid: int | None = None) -> dict:
     import httpx
 
     times: list[float] = []
@@ -117,12 +138,16 @@ def many_clients(base: str, clients: int, seconds: float) -> dict:
                         errors.append(str(status))
                 i += 1
 
+    cpu_before = server_cpu_seconds(server_pid) if server_pid else None
     threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds + 60)
-    return {"clients": clients, "seconds": seconds, **_summary(times), "errors": len(errors),
+    cpu = (None if cpu_before is None or not times else
+           round((server_cpu_seconds(server_pid) - cpu_before) * 1000 / len(times), 1))
+    return {"clients": clients, "seconds": seconds, **_summary(times), "server_cpu_ms_mean": cpu,
+            "errors": len(errors),
             "error_examples": errors[:3], "requests_per_s": round(len(times) / seconds, 1)}
 
 
@@ -156,9 +181,9 @@ def main() -> None:
 
         report = {"library": str(args.library), "images": Library(args.library).info()["ok"],
                   "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                  "one_client": one_client(base, args.rounds),
+                  "one_client": one_client(base, args.rounds, server.pid),
                   "template_alone": template_alone(args.library, 20),
-                  "many_clients": many_clients(base, args.clients, args.seconds)}
+                  "many_clients": many_clients(base, args.clients, args.seconds, server.pid)}
     finally:
         server.terminate()
         server.wait(30)

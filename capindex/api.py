@@ -116,6 +116,14 @@ class Library:
 
         return count(self.dir, query, filters=filters, **options)
 
+    def search_page(self, query: str = "", limit: int = 10, *, offset: int = 0,
+                    filters: Filters | None = None, **options) -> tuple[list[Hit], int]:
+        """`search` and `count` together, from one ranking (a results page shows both):
+        (hits, how many images the pages go through)."""
+        from capindex.search.ranking import search_page
+
+        return search_page(self.dir, query, limit, offset=offset, filters=filters, **options)
+
     def similar(self, image_id: int, limit: int = 12, *,
                 filters: Filters | None = None) -> list[Hit]:
         """The photos most alike to photo `image_id` by their vectors, best first, itself
@@ -182,7 +190,7 @@ class Library:
         """What search filters can choose from: {"cameras", "objects", "tags": [(name,
         images)...] most frequent first, "taken": (first date, last date) ISO or None}.
         Kept until the catalogue changes."""
-        with self.dir.open_catalog(read_only=True) as catalog:
+        with self.dir.read_catalog() as catalog:  # SQLAlchemy only when they must be made
             seq = catalog.next_seq()
             if self._facets is None or self._facets[0] != seq:
                 self._facets = (seq, catalog.facets())
@@ -294,7 +302,7 @@ class Library:
     # -- helpers ---------------------------------------------------------------
 
     def _row(self, image_id: int) -> dict | None:
-        with self.dir.open_catalog(read_only=True) as catalog:
+        with self.dir.read_catalog() as catalog:  # sqlite3 alone: a photo page's reads
             return next(catalog.rows([int(image_id)]), None)
 
     def _describe_models(self, captioner, detector):

@@ -162,6 +162,39 @@ def test_hybrid_and_semantic_search_filter_and_page(lib, monkeypatch):
     assert [h.rank for h in pages] == [1, 2, 3, 4, 5]
 
 
+PAGE_CASES = [
+    ("red picture", {}), ("red picture", {"mode": "semantic"}), ("picture", {"mode": "keyword"}),
+    ("picture -cat", {}), ("", {}), ("picture", {"mode": "keyword", "filters": Filters(object="cat")}),
+    ("red picture", {"filters": Filters(camera="canon")}), ("", {"filters": Filters(object="dog")}),
+]
+
+
+def test_a_page_gets_the_hits_and_count_of_search_from_one_ranking(lib, monkeypatch):
+    from capindex.search import semantic
+    from capindex.store.keyword import KeywordIndex
+
+    red = np.zeros(EMBEDDING_DIM, np.float32)
+    red[0] = 1.0
+    monkeypatch.setattr(semantic, "query_vector", lambda text, path=None: red)
+    search, searches = KeywordIndex.search, []
+    for query, options in PAGE_CASES:
+        for limit, offset in ((2, 0), (2, 2), (2, 4), (10, 0), (3, 6)):
+            hits, count = lib.search_page(query, limit, offset=offset, **options)
+            assert hits == lib.search(query, limit, offset=offset, **options)
+            assert count == lib.count(query, limit=limit, **options)
+        with monkeypatch.context() as patch:
+            patch.setattr(KeywordIndex, "search",
+                          lambda *a, q=query, **k: searches.append(q) or search(*a, **k))
+            patch.setattr(KeywordIndex, "count", lambda *a, **k: pytest.fail("counted again"))
+            hits, count = lib.search_page(query, 10, **options)  # the page holds every match
+        assert count == len(hits)
+    # the keyword side ranked once a page, and only where it takes part
+    assert searches == [q for q, options in PAGE_CASES if q and options.get("mode") != "semantic"]
+    for query in ("red picture -cat", "red picture NOT cat", "red ANDNOT cat"):  # every mode
+        for mode in ("hybrid", "semantic"):
+            assert sorted(names(lib.search(query, 10, mode=mode))) == ["a_red.jpg", "b_maroon.jpg"]
+
+
 def test_an_empty_query_lists_newest_taken_first_in_pages(lib):
     everything = lib.search("", 10)
     assert names(everything) == ["b_maroon.jpg", "c_blue.jpg", "a_red.jpg", "e_gray.jpg",

@@ -36,6 +36,10 @@ KEYWORD_WEIGHT = 1.0
 SEMANTIC_WEIGHT = 1.0
 
 
+# The catalogue columns a Hit shows (the rest, the vector above all, is not read).
+HIT_COLUMNS = ("path", "caption", "user_caption", "tags", "objects", "status")
+
+
 @dataclass
 class Hit:
     rank: int
@@ -124,16 +128,8 @@ def search(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hy
     index is missing or cannot be read (the next ingest rebuilds it), and the catalogue's
     errors (CatalogDamaged, ...).
     """
-    if offset < 0 or limit < 0:
-        raise ValueError("offset and limit must not be negative")
-    found = _Ranking(library, text, mode, like, notes, filters, fusion, limit, boosts)
-    if found.browsing:
-        with library.read_catalog() as catalog:
-            ids = catalog.newest(limit, offset, **found.filter_kwargs)
-        return _hits(library, [(row_id, 0.0) for row_id in ids], {}, {}, False, offset)
-    ranked = found.ranked(offset + limit)
-    return _hits(library, ranked[offset:offset + limit], dict(found.keyword_hits),
-                 dict(found.vector_hits), found.fused, offset)
+    return search_page(library, text, limit, mode, boosts, like, notes, fusion, offset,
+                       filters, counted=False)[0]
 
 
 def count(library: LibraryDir, text: str = "", mode: str = "hybrid", like: str | None = None,
@@ -148,6 +144,34 @@ def count(library: LibraryDir, text: str = "", mode: str = "hybrid", like: str |
         with library.read_catalog() as catalog:
             return catalog.count_matching(**found.filter_kwargs)
     return found.count()
+
+
+def search_page(library: LibraryDir, text: str = "", limit: int = 10, mode: str = "hybrid",
+                boosts: dict[str, float] | None = None, like: str | None = None,
+                notes: list[str] | None = None, fusion: dict | None = None, offset: int = 0,
+                filters: Filters | None = None, counted: bool = True) -> tuple[list[Hit], int]:
+    """`search` and `count` of one query from one ranking (a page shows both): (hits, how
+    many images the pages go through; 0 when not `counted`). The count's keyword or
+    catalogue query is skipped when the page already holds the last match."""
+    if offset < 0 or limit < 0:
+        raise ValueError("offset and limit must not be negative")
+    found = _Ranking(library, text, mode, like, notes, filters, fusion, limit, boosts)
+    if found.browsing:
+        with library.read_catalog() as catalog:
+            ids = catalog.newest(limit, offset, **found.filter_kwargs)
+            total = 0 if not counted else offset + len(ids) if 0 < len(ids) < limit \
+                else catalog.count_matching(**found.filter_kwargs)
+        return _hits(library, [(row_id, 0.0) for row_id in ids], {}, {}, False, offset), total
+    ranked = found.ranked(offset + limit)
+    hits = _hits(library, ranked[offset:offset + limit], dict(found.keyword_hits),
+                 dict(found.vector_hits), found.fused, offset)
+    if not counted:
+        total = 0
+    elif found.kind == "keyword" and len(ranked) < offset + limit:
+        total = len(ranked)  # every match is in hand
+    else:
+        total = found.count()
+    return hits, total
 
 
 class _Ranking:
@@ -169,6 +193,7 @@ class _Ranking:
         self.keyword_hits: list[tuple[int, float]] = []
         self.vector_hits: list[tuple[int, float]] = []
         self.fused = False
+        self._fused_list: list[tuple[int, float]] | None = None  # hybrid's, once ranked
         if not like and not self.browsing:
             check_query(text)
         self.index = KeywordIndex(library.index_dir)
@@ -177,11 +202,11 @@ class _Ranking:
                 if not catalog.has_ok_rows():
                     raise EmptyLibraryError(str(library.root))
                 return
-            if not self.index.exists() or self.index.doc_count() == 0:
-                if not catalog.has_ok_rows():
-                    raise EmptyLibraryError(str(library.root))
+            if catalog.has_ok_rows():
                 if not self.index.exists():
                     raise IndexDamaged(str(library.index_dir), "missing")
+            elif not self.index.exists() or self.index.doc_count() == 0:
+                raise EmptyLibraryError(str(library.root))
             self.allowed = catalog.ids_matching(**self.filter_kwargs) if self.filter_kwargs \
                 else None
         self.vectors = None
@@ -192,7 +217,7 @@ class _Ranking:
         if self.vectors is not None:
             from capindex.search import semantic
 
-            self.excluded = self.index.excluded_ids(text) if text else set()
+            self.excluded = self.index.excluded_ids(text) if _may_exclude(text) else set()
             if like:
                 self.query_vector = _like_vector(library, like, self.vectors)
             else:
@@ -216,6 +241,12 @@ class _Ranking:
         if self.kind == "vector":
             self.vector_hits = self._vector_search(max(self.depth, need))
             return self.vector_hits
+        if self._fused_list is None:
+            self._fused_list = self._fuse()
+        return self._fused_list
+
+    def _fuse(self) -> list[tuple[int, float]]:
+        """Both sides' best `depth`, fused (the keyword side alone when no vector ranks)."""
         self.keyword_hits = self.index.search(self.text, self.depth, self.boosts, self.allowed)
         self.vector_hits = self._vector_search(self.depth)
         if not self.vector_hits:
@@ -238,7 +269,15 @@ class _Ranking:
             return self.index.count(self.text, self.allowed)
         if self.kind == "vector":
             return self.vectors.count(self.allowed, self.excluded)
-        return len(self.ranked(0))
+        if self._fused_list is None:
+            self.ranked(0)
+        return len(self._fused_list)
+
+
+def _may_exclude(text: str) -> bool:
+    """Whether `text` can exclude anything (NOT, ANDNOT, -word): else the keyword index
+    is not asked for the ids it excludes."""
+    return "-" in text or "NOT" in text
 
 
 def similar(library: LibraryDir, image_id: int, limit: int = 12,
@@ -261,9 +300,9 @@ def _vector_side(library: LibraryDir, notes: list[str], required: bool):
     """The library's vector index when it can be searched with the shipped embedding, else
     None (with a line in `notes` when vectors were expected)."""
     from capindex.model import embedding_id
-    from capindex.store.vectors import VectorIndex, VectorIndexDamaged
+    from capindex.store.vectors import VectorIndexDamaged
 
-    vectors = VectorIndex(library.vectors_dir)
+    vectors = library.vector_index()
     try:
         model = vectors.model_id()
     except VectorIndexDamaged:
@@ -295,7 +334,8 @@ def _like_vector(library: LibraryDir, photo: str, vectors):
 def _hits(library: LibraryDir, ranked: list[tuple[int, float]], keyword: dict, vector: dict,
           fused: bool, offset: int = 0) -> list[Hit]:
     with library.read_catalog() as catalog:
-        rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked])}
+        rows = {row["id"]: row for row in catalog.rows([row_id for row_id, _ in ranked],
+                                                       HIT_COLUMNS)}
     hits = []
     for row_id, score in ranked:
         row = rows.get(row_id)

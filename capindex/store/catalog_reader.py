@@ -2,7 +2,7 @@
 
 Importing SQLAlchemy takes about 0.5 s of CPU, more than all the rest of a `capindex
 search` from the shell. Search reads a few rows, so `CatalogReader` makes those reads
-(`has_ok_rows`, `rows`, `id_of`) in plain SQL over the same read-only connection as
+(`has_ok_rows`, `rows`, `id_of`, `next_seq`) in plain SQL over the same read-only connection as
 `Catalog`, decoding each column by the type the catalogue declares (JSON, DATETIME): rows
 equal `Catalog.rows`'s. Any other call, and any SQLite error (a damaged file, say), goes
 to a `Catalog` opened on first need, which loads SQLAlchemy and reports the problem as
@@ -47,6 +47,7 @@ class CatalogReader:
         self._catalog = None
         self._connection: sqlite3.Connection | None = None
         self._decoders: dict[str, Callable] = {}
+        self._columns: set[str] = set()
         try:
             self._connection = connect_read_only(self.path)
             columns = self._connection.execute("PRAGMA table_info(images)").fetchall()
@@ -60,6 +61,7 @@ class CatalogReader:
             except BaseException:
                 self.close()
                 raise
+        self._columns = {name for _, name, *_ in columns}
         self._decoders = {name: _DECODERS[kind.upper()] for _, name, kind, *_ in columns
                           if kind.upper() in _DECODERS}
 
@@ -97,6 +99,18 @@ class CatalogReader:
         except sqlite3.Error:
             return self.catalog().has_ok_rows()
 
+    def next_seq(self) -> int:
+        """The seq the next write will give (as Catalog.next_seq): it changes whenever the
+        catalogue does."""
+        if self._catalog is None:
+            try:
+                found = self._query("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+                if found is not None:
+                    return int(found[0])
+            except sqlite3.Error:
+                pass
+        return self.catalog().next_seq()
+
     def id_of(self, path: str) -> int | None:
         """The id of the 'ok' row at catalogue path `path`, if any (as Catalog.id_of)."""
         if self._catalog is not None:
@@ -108,25 +122,30 @@ class CatalogReader:
             return self.catalog().id_of(path)
         return found[0] if found else None
 
-    def rows(self, ids: list[int] | None = None) -> Iterator[dict]:
-        """Whole rows of `ids` as dicts, ordered by id (as Catalog.rows); every row when None."""
+    def rows(self, ids: list[int] | None = None,
+             columns: tuple[str, ...] | None = None) -> Iterator[dict]:
+        """Whole rows of `ids` as dicts, ordered by id (as Catalog.rows); every row when None.
+        `columns`: at least these columns (and `id`) of each row, those the catalogue has
+        (search's hits need a few, not the vector and the n-best)."""
         if ids is None or self._catalog is not None:
             yield from self.catalog().rows(ids)
             return
         try:
-            found = self._rows(sorted(ids))
+            found = self._rows(sorted(ids), columns)
         except sqlite3.Error:
             found = list(self.catalog().rows(ids))
         yield from found
 
-    def _rows(self, ids: list[int]) -> list[dict]:
+    def _rows(self, ids: list[int], columns: tuple[str, ...] | None) -> list[dict]:
         out = []
+        names = "*" if columns is None else ", ".join(
+            name for name in ("id", *columns) if name in self._columns)
         self._query("BEGIN")  # one snapshot for every chunk
         try:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
-                cursor = self._query(f"SELECT * FROM images WHERE id IN ({', '.join('?' * len(chunk))}) "
-                                     "ORDER BY id", tuple(chunk))
+                cursor = self._query(f"SELECT {names} FROM images WHERE id IN "
+                                     f"({', '.join('?' * len(chunk))}) ORDER BY id", tuple(chunk))
                 names = [d[0] for d in cursor.description]
                 for values in cursor:
                     row = dict(zip(names, values))

@@ -65,6 +65,7 @@ class LibraryDir:
         self.vectors_dir = self.root / "vectors"
         self.thumbs_dir = self.root / "thumbs"
         self.lock_path = self.root / "ingest.lock"
+        self._vectors = None  # vector_index(), made on first use
 
     def __repr__(self) -> str:
         return f"LibraryDir({str(self.root)!r})"
@@ -131,6 +132,15 @@ class LibraryDir:
         if not self.exists():
             return self.open_catalog(read_only=True)  # raises what it should
         return CatalogReader(self.catalog_path, lambda: self.open_catalog(read_only=True))
+
+    def vector_index(self):
+        """The library's `VectorIndex`, one per LibraryDir: a process that searches again
+        (a web server's) keeps the file mapped instead of mapping and faulting it in anew."""
+        if self._vectors is None:
+            from capindex.store.vectors import VectorIndex
+
+            self._vectors = VectorIndex(self.vectors_dir)
+        return self._vectors
 
     def make_root(self) -> None:
         """Create the library folder, owner-only."""

@@ -149,9 +149,8 @@ def search_results(library: Library, request: SearchRequest) -> dict:
            "offset": request.offset, "limit": request.limit, "count": 0, "results": [],
            "next": None, "notes": notes, "message": None}
     try:
-        hits = library.search(request.q, request.limit, offset=request.offset, filters=filters,
-                              mode=request.mode, notes=notes)
-        count = library.count(request.q, filters=filters, mode=request.mode)
+        hits, count = library.search_page(request.q, request.limit, offset=request.offset,
+                                          filters=filters, mode=request.mode, notes=notes)
     except EmptyLibraryError:
         out["message"] = "Nothing is captioned yet: run `capindex ingest PATH` to add photos."
         return out
