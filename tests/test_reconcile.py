@@ -55,7 +55,7 @@ def test_parquet_reconcile_drops_rows_the_catalogue_superseded(library):
 
 
 def test_index_reconcile(library):
-    index = KeywordIndex(library.index_dir)
+    index = KeywordIndex(library.keyword_path)
     with library.open_catalog() as catalog:
         rows = list(catalog.rows())
         index.update([], [rows[0]["id"]])  # one document lost

@@ -1,6 +1,6 @@
 """Search the library: keyword hits (BM25F) and vector hits, fused; rows from the catalogue.
 
-    keyword   the Whoosh index: words, stems, broader words, objects, tags, file name
+    keyword   the FTS5 index: words, stems, broader words, objects, tags, file name
     semantic  the vector index: the query's meaning against each photo's embedding
     hybrid    both, fused by score (`fuse_scores`): the default when the library has vectors
 
@@ -81,9 +81,8 @@ def fuse(keyword: list[tuple[int, float]], semantic: list[tuple[int, float]],
 def semantic_share(text: str) -> float:
     """How much the meaning counts in a hybrid search for `text` (SHORT_QUERY_SHARE or
     SENTENCE_SHARE, by its number of content words)."""
-    from whoosh.analysis import STOP_WORDS
-
     from capindex.search.semantic import meaning_text
+    from capindex.store.keyword_query import STOP_WORDS
 
     words = [w for w in meaning_text(text).lower().split() if w not in STOP_WORDS]
     return SHORT_QUERY_SHARE if len(words) <= SHORT_QUERY_WORDS else SENTENCE_SHARE
@@ -171,7 +170,7 @@ class _Ranking:
         self.fused = False
         if not like and not self.browsing:
             check_query(text)
-        self.index = KeywordIndex(library.index_dir)
+        self.index = KeywordIndex(library.keyword_path)
         with library.read_catalog() as catalog:
             if self.browsing:
                 if not catalog.has_ok_rows():
@@ -181,7 +180,7 @@ class _Ranking:
                 if not catalog.has_ok_rows():
                     raise EmptyLibraryError(str(library.root))
                 if not self.index.exists():
-                    raise IndexDamaged(str(library.index_dir), "missing")
+                    raise IndexDamaged(str(library.root), self.index.absence())
             self.allowed = catalog.ids_matching(**self.filter_kwargs) if self.filter_kwargs \
                 else None
         self.vectors = None
