@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlite3
+from pathlib import Path
 
 from capindex.store.library_dir import LibraryDir as Library
 from capindex.store.parquet import ParquetMirror
