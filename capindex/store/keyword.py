@@ -21,7 +21,8 @@ out) and stemmed by FTS5's `porter` tokenizer, on documents and queries alike.
 
 Damage: the index is derived data, so a damaged one is rebuilt, never trusted. `problem()`
 says why it cannot be used (not an SQLite file, tables missing, another format; with
-`thorough`, SQLite's quick_check and FTS5's integrity-check), `search` raises IndexDamaged
+`thorough`, SQLite's quick_check, then FTS5's integrity-check unless the file is as the
+writer recorded it, size and SHA-256, after its last commit), `search` raises IndexDamaged
 when SQLite reports damage, and `repair` (at the start of every ingest) deletes a damaged
 index, or the Whoosh `index/` folder of an older capindex, so that `reconcile` rebuilds it
 from the catalogue.
@@ -29,6 +30,7 @@ from the catalogue.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -56,6 +58,8 @@ FORMAT = "capindex-fts5-1: " + ",".join(FIELDS) + "; porter unicode61; stop word
 # A run that wrote at least this share of the documents merges the index's b-trees into
 # one at its end ('optimize'); smaller runs leave that to FTS5's automatic merging.
 OPTIMIZE_SHARE = 0.25
+# Beside the index: its size and SHA-256 when the writer last closed it (`_record`).
+RECORD = ".sha256"
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE seqs (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)",
@@ -251,6 +255,7 @@ class KeywordIndex:
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._writer.close()
             self._writer = None
+            self._record()
 
     def discard(self) -> None:
         """Forget queued changes (the next reconcile restores them from the catalogue)."""
@@ -273,8 +278,9 @@ class KeywordIndex:
     def problem(self, thorough: bool = False) -> str | None:
         """Why the index cannot be used ("damaged: ...", "from an older capindex ..."), or
         None. Without `thorough`: it opens as an SQLite file of this format (cheap, for
-        info); `thorough` also runs SQLite's quick_check and FTS5's integrity-check (every
-        page and the full-text index against its text). An index that is not there at all
+        info); `thorough` also runs SQLite's quick_check (every page) and, unless the file is as
+        the writer recorded it (`_record`), FTS5's integrity-check (the full-text index
+        against its text). An index that is not there at all
         is no problem here: whether it should be, the catalogue says."""
         if not self.exists():
             return None
@@ -293,6 +299,8 @@ class KeywordIndex:
                 (check,) = connection.execute("PRAGMA quick_check(1)").fetchone()
                 if check != "ok":
                     return f"damaged: {check}"
+                if self._as_recorded():
+                    return None
                 connection.execute("INSERT INTO docs (docs) VALUES ('integrity-check')")
                 count_docs = connection.execute("SELECT count(*) FROM docs").fetchone()[0]
                 count_seqs = connection.execute("SELECT count(*) FROM seqs").fetchone()[0]
@@ -321,7 +329,32 @@ class KeywordIndex:
         if problem is not None:
             self.close()
             _delete(self.path)
+        elif not self._as_recorded():
+            self._record()  # checked through: trusted until it changes
         return problem
+
+    def _record(self) -> None:
+        """Record the file's size and SHA-256 beside it (writer only, after the last commit
+        of a run, the log folded in), so that the next ingest's check can skip FTS5's
+        integrity-check (1 CPU-s per 100,000 rows; hashing takes a tenth of that)."""
+        record = self.path.with_name(self.path.name + RECORD)
+        tmp = record.with_name(record.name + ".partial")
+        tmp.write_text(json.dumps({"size": self.path.stat().st_size,
+                                   "sha256": _sha256(self.path)}))
+        tmp.replace(record)
+
+    def _as_recorded(self) -> bool:
+        """Whether the file is as the writer recorded it after its last commit (and no
+        write-ahead log holds changes since)."""
+        try:
+            record = json.loads(self.path.with_name(self.path.name + RECORD).read_text())
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size:
+                return False
+            return (record["size"] == self.path.stat().st_size
+                    and record["sha256"] == _sha256(self.path))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     # -- reading -----------------------------------------------------------
 
@@ -450,11 +483,19 @@ def _format(connection: sqlite3.Connection) -> str | None:
 
 def _delete(path: Path) -> None:
     """Delete an SQLite file with its write-ahead log and shared-memory files."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", RECORD):
         try:
             path.with_name(path.name + suffix).unlink()
         except FileNotFoundError:
             pass
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _describe(exc: BaseException) -> str:

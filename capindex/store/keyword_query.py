@@ -21,7 +21,7 @@ from capindex.errors import QuerySyntaxError
 
 FIELDS = ("caption", "alt", "objects", "tags", "words", "concepts", "name")
 FIELD_BOOSTS = {"caption": 1.0, "alt": 0.4, "objects": 0.8, "tags": 0.6, "words": 0.3,
-                "concepts": 0.6, "name": 0.8}
+                "concepts": 0.9, "name": 0.8}
 # Words not indexed (Whoosh's list, which the boosts were chosen with).
 STOP_WORDS = frozenset((
     "a", "an", "and", "are", "as", "at", "be", "by", "can", "for", "from", "have", "if", "in",

@@ -165,7 +165,7 @@ class LibraryDir:
         if self.parquet_dir.exists():
             mirror = self.root / f"parquet.before-rebuild-{stamp}"
             self.parquet_dir.rename(mirror)
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".sha256"):
             self.keyword_path.with_name(self.keyword_path.name + suffix).unlink(missing_ok=True)
         if self.legacy_index_dir.exists():
             shutil.rmtree(self.legacy_index_dir)
