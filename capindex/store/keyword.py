@@ -189,7 +189,7 @@ class KeywordIndex:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         connection = sqlite3.connect(new, isolation_level=None)
         try:
-            connection.execute("PRAGMA journal_mode=DELETE")
+            connection.execute("PRAGMA journal_mode=WAL")  # from birth: readers never switch
             connection.execute("BEGIN")
             for statement in _SCHEMA:
                 connection.execute(statement)
@@ -270,7 +270,7 @@ class KeywordIndex:
         todo = [row_id for row_id, seq in want.items() if have.get(row_id) != seq]
         if stale or todo:
             self.update(catalog.rows(todo), stale)
-        self.flush(final=True)
+            self.flush(final=True)
         return len(stale) + len(todo)
 
     # -- damage --------------------------------------------------------------
