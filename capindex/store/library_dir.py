@@ -4,7 +4,7 @@ A library is one directory::
 
     catalog.sqlite   the catalogue: one row per image (the source of truth; catalog.py)
     parquet/         the Parquet mirror of the catalogue (parquet.py)
-    keyword.sqlite   the keyword index, SQLite FTS5 (keyword.py)
+    keyword.sqlite   the keyword index, SQLite FTS5 (keyword.py; keyword.sqlite.sha256 its record)
     vectors/         the image vectors, one memory-mapped file (vectors.py)
     thumbs/          JPEG thumbnails, SHA256-SIZE.jpg, made on first request (thumbnails.py)
     ingest.lock      held by the one writer (an ingest, a caption edit) at a time
