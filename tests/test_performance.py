@@ -234,9 +234,11 @@ def test_final_flush_merges_and_keeps_results(tmp_path):
     assert many._written == 0
     assert (tmp_path / "many.sqlite-wal").stat().st_size == 0  # folded into the file
     for q, hits in zip(queries, before):
-        after = many.search(q, limit=400)
-        assert after == pytest.approx(hits)
-        assert after == pytest.approx(one.search(q, limit=400))
+        after, alone = many.search(q, limit=400), one.search(q, limit=400)
+        assert [row_id for row_id, _ in after] == [row_id for row_id, _ in hits] == \
+            [row_id for row_id, _ in alone]
+        assert [s for _, s in after] == pytest.approx([s for _, s in hits])
+        assert [s for _, s in after] == pytest.approx([s for _, s in alone])
     # a later small run leaves merging to FTS5's automatic merges
     many.update(_rows(401, 5))
     many.flush(final=True)
