@@ -53,7 +53,7 @@ def build(root: Path, rows: int, vocabulary: int, seed: int = 0) -> None:
     words = np.array([f"{w}{k // len(WORDS) or ''}" for k, w in enumerate(words)])
     library = LibraryDir(root)
     with library.ingest_lock(), library.open_catalog(create=True) as catalog:
-        mirror, index = ParquetMirror(library.parquet_dir), KeywordIndex(library.index_dir)
+        mirror, index = ParquetMirror(library.parquet_dir), KeywordIndex(library.keyword_path)
         for start in range(0, rows, 5000):
             batch = []
             for i in range(start, min(rows, start + 5000)):

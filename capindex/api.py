@@ -289,10 +289,10 @@ class Library:
         report["parquet_files"] = len(mirror.parts())
         report["parquet_rows"] = mirror.row_count()
         report["parquet_unreadable"] = len(mirror.unreadable())  # rewritten by the next ingest
-        index = KeywordIndex(self.dir.index_dir)
+        index = KeywordIndex(self.dir.keyword_path)
         problem = index.problem()
         if problem is None and report["ok"] and not index.exists():
-            problem = "missing"
+            problem = index.absence()
         report["index_documents"] = 0 if problem else index.doc_count()
         report["index_problem"] = problem
         report["vectors"], report["vector_model"] = _vector_counts(self.dir)
@@ -342,7 +342,7 @@ class Library:
             if row_id is None:
                 raise PhotoNotFound(image, str(self.root))
             mirror = ParquetMirror(self.dir.parquet_dir)
-            sinks = Sinks(catalog, mirror, KeywordIndex(self.dir.index_dir))
+            sinks = Sinks(catalog, mirror, KeywordIndex(self.dir.keyword_path))
             try:
                 written = sinks.write(Changes(updates=[(row_id, {"user_caption": text})]))
             except BaseException:

@@ -58,7 +58,7 @@ class IndexDamaged(CapindexError):
 
 
 class UnsafeLibraryError(CapindexError):
-    """The library could be changed by someone else (its index is read with pickle)."""
+    """The library could be changed by someone else (what it shows and searches)."""
 
 
 class DecodeWorkerDied(CapindexError):

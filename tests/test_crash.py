@@ -68,10 +68,10 @@ def test_kill_9_then_rerun(cli, many, capindex_home):
     try:
         from capindex.store.keyword import KeywordIndex
 
-        index = KeywordIndex(capindex_home / "index")
+        index = KeywordIndex(capindex_home / "keyword.sqlite")
         wait_for(lambda: committed(capindex_home) >= 6 and index.doc_count() > 0, proc)
 
-        # search works while the ingest runs (Whoosh readers, SQLite WAL)
+        # search works while the ingest runs (SQLite WAL readers)
         result = cli("search", "picture")
         assert result.exit_code == 0, result.output
         assert "img-" in result.stdout

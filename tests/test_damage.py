@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import check_library
+from helpers import check_library, make_whoosh_era
 
 from capindex.store.library_dir import LibraryDir
 
@@ -45,26 +45,33 @@ def one_error_line(result, *parts: str) -> str:
 
 # -- the search index (derived): rebuilt by the next ingest ---------------------------------
 
-def damage_toc(library: Path) -> None:
-    (toc,) = (library / "index").glob("_MAIN_*.toc")
-    os.truncate(toc, 100)
+def garble_index(library: Path) -> None:
+    (library / "keyword.sqlite").write_bytes(b"not an SQLite file at all" * 100)
 
 
-def damage_postings(library: Path) -> None:
-    postings = list((library / "index").glob("*.pst"))
-    assert postings
-    for path in postings:
-        os.truncate(path, 50)
+def damage_pages(library: Path) -> None:
+    """Overwrite the middle of the index file: SQLite's own checks see it."""
+    path = library / "keyword.sqlite"
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for start in range(page, len(data), page):  # every page but the header's
+        data[start + 8:start + 200] = b"\xff" * 192
+    path.write_bytes(bytes(data))
 
 
 def delete_index(library: Path) -> None:
-    shutil.rmtree(library / "index")
+    (library / "keyword.sqlite").unlink()
+
+
+def whoosh_era(library: Path) -> None:
+    make_whoosh_era(library)
 
 
 @pytest.mark.parametrize("damage, problem", [
-    (damage_toc, "cannot be read"),
-    (damage_postings, "changed since capindex wrote it"),
+    (garble_index, "damaged: it could not be read"),
+    (damage_pages, "damaged"),
     (delete_index, "missing"),
+    (whoosh_era, "from an older capindex (Whoosh)"),
 ])
 def test_a_damaged_index_is_reported_then_rebuilt_by_ingest(cli, photos, library, fake, damage,
                                                             problem):
@@ -89,6 +96,7 @@ def test_a_damaged_index_is_reported_then_rebuilt_by_ingest(cli, photos, library
     result = cli("search", "red")
     assert result.exit_code == 0 and "red.jpg" in result.stdout
     assert "search index: 4 documents" in cli("info").stdout
+    assert not (library / "index").exists()  # an older capindex's Whoosh folder is gone
 
 
 def test_an_index_that_is_fine_is_not_rebuilt(cli, photos, library):

@@ -253,7 +253,7 @@ def test_exclude(cli, photos, ingested, capindex_home):
 
 
 def test_lost_index_and_parquet_are_rebuilt(cli, photos, ingested, capindex_home):
-    shutil.rmtree(capindex_home / "index")
+    (capindex_home / "keyword.sqlite").unlink()
     shutil.rmtree(capindex_home / "parquet")
     result = cli("ingest", photos, "--workers", "0")
     assert result.exit_code == 0

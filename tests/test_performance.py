@@ -219,41 +219,34 @@ def _rows(start: int, count: int) -> list[dict]:
              "tags": [{"label": "tabby", "prob": 0.5}]} for i in range(start, start + count)]
 
 
-def test_final_flush_merges_small_segments_and_keeps_results(tmp_path):
-    from whoosh import index as whoosh_index
-
-    from capindex.store.keyword import document
-
-    many = KeywordIndex(tmp_path / "many")
-    for start in range(1, 400, 40):  # ten segments, as a long ingest leaves them
-        writer = many._open().writer()
-        for row in _rows(start, 40):
-            writer.add_document(**document(row))
-        writer.commit(merge=False)
-    one = KeywordIndex(tmp_path / "one")
+def test_final_flush_merges_and_keeps_results(tmp_path):
+    many = KeywordIndex(tmp_path / "many.sqlite")
+    for start in range(1, 400, 40):  # ten commits, as a long ingest makes them
+        many.update(_rows(start, 40))
+        many.flush()
+    one = KeywordIndex(tmp_path / "one.sqlite")
     one.update(_rows(1, 400))
     one.flush()
-
-    def segments(directory):
-        return whoosh_index.open_dir(str(directory))._segments()
-
-    assert len(segments(tmp_path / "many")) > 3
-    before = [many.search(q, limit=400) for q in ("dog beach", "red", "child water snow")]
-    many.flush(final=True)
-    assert len(segments(tmp_path / "many")) == 1
-    assert not list((tmp_path / "many").glob("*.seg"))  # plain files, not compound segments
-    for q, hits in zip(("dog beach", "red", "child water snow"), before):
-        after = many.search(q, limit=400)
-        assert sorted(after) == sorted(hits)
-        assert sorted(after) == sorted(one.search(q, limit=400))
-    # a later small run adds one segment; its final flush merges nothing big
+    queries = ("dog beach", "red", "child water snow")
+    before = [many.search(q, limit=400) for q in queries]
+    assert many._written == 400
+    many.flush(final=True)  # this run wrote every document: merged into one b-tree
+    assert many._written == 0
+    assert (tmp_path / "many.sqlite-wal").stat().st_size == 0  # folded into the file
+    for q, hits in zip(queries, before):
+        after, alone = many.search(q, limit=400), one.search(q, limit=400)
+        assert [row_id for row_id, _ in after] == [row_id for row_id, _ in hits] == \
+            [row_id for row_id, _ in alone]
+        assert [s for _, s in after] == pytest.approx([s for _, s in hits])
+        assert [s for _, s in after] == pytest.approx([s for _, s in alone])
+    # a later small run leaves merging to FTS5's automatic merges
     many.update(_rows(401, 5))
     many.flush(final=True)
-    assert sorted(s.doc_count_all() for s in segments(tmp_path / "many")) == [5, 400]
+    assert many._written == 5 and many.doc_count() == 405
 
 
 def test_bulk_updates_are_committed_as_they_stream(tmp_path, monkeypatch):
-    index = KeywordIndex(tmp_path / "ix", flush_every=50)
+    index = KeywordIndex(tmp_path / "ix.sqlite", flush_every=50)
     commits = []
     flush = index.flush
     monkeypatch.setattr(index, "flush", lambda final=False: (commits.append(len(index._pending)),

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(),
 
 
 def test_ingest_then_search_with_the_shipped_model(samples, capindex_home):
-    from whoosh.analysis import STOP_WORDS
+    from capindex.store.keyword_query import STOP_WORDS
 
     result = CliRunner().invoke(main, ["ingest", str(samples), "--device", "cpu", "--workers", "1",
                                        "--batch-size", "4"])  # the real Captioner.load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,7 +56,7 @@ def test_parquet_reconcile_drops_rows_the_catalogue_superseded(library):
 
 
 def test_index_reconcile(library):
-    index = KeywordIndex(library.index_dir)
+    index = KeywordIndex(library.keyword_path)
     with library.open_catalog() as catalog:
         rows = list(catalog.rows())
         index.update([], [rows[0]["id"]])  # one document lost
@@ -66,3 +67,19 @@ def test_index_reconcile(library):
         assert index.reconcile(catalog) == 2
         assert index.reconcile(catalog) == 0
     check_library(library.root)
+
+
+def test_the_index_check_trusts_only_the_file_its_writer_recorded(tmp_path):
+    index = KeywordIndex(tmp_path / "keyword.sqlite")
+    index.update([{"id": 1, "seq": 1, "status": "ok", "path": "/p/a.jpg", "caption": "a red bus",
+                   "tags": []}])
+    index.flush(final=True)
+    assert index._as_recorded() and index.problem(thorough=True) is None
+    # text changed under the full-text index: pages stay sound (quick_check passes), the
+    # record no longer matches, so FTS5's integrity-check runs and finds it
+    db = sqlite3.connect(index.path)
+    db.execute("UPDATE docs_content SET c0 = 'a blue car' WHERE id = 1")
+    db.commit()
+    db.close()
+    assert not index._as_recorded()
+    assert index.problem(thorough=True).startswith("damaged: ")

@@ -8,10 +8,7 @@ import json
 import sqlite3
 
 import pyarrow.parquet as pq
-from helpers import check_library
-from whoosh import index as whoosh_index
-from whoosh.analysis import StemmingAnalyzer
-from whoosh.fields import ID, STORED, TEXT, Schema
+from helpers import check_library, make_whoosh_era
 
 import capindex
 from capindex.model.detector import Detection
@@ -50,16 +47,8 @@ def downgrade_to_schema_1(root) -> None:
         db.execute(f'ALTER TABLE images DROP COLUMN "{column}"')
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
-    rows = db.execute("SELECT id, seq, caption, path FROM images").fetchall()
     db.close()
-    old = Schema(id=ID(unique=True, stored=True), seq=STORED, caption=TEXT(analyzer=StemmingAnalyzer()),
-                 tags=TEXT(analyzer=StemmingAnalyzer()), name=TEXT(analyzer=StemmingAnalyzer()))
-    for leftover in (root / "index").iterdir():
-        leftover.unlink()
-    ix = whoosh_index.create_in(str(root / "index"), old)
-    with ix.writer() as writer:
-        for row_id, seq, caption, _ in rows:
-            writer.add_document(id=str(row_id), seq=seq, caption=caption, tags="", name="")
+    make_whoosh_era(root)  # the index of that time: Whoosh's, with fewer fields
     for part in (root / "parquet").glob("*.parquet"):
         table = pq.read_table(part).drop_columns(list(NEW_COLUMNS))
         pq.write_table(table.replace_schema_metadata({"capindex.schema_version": "1"}), part)

@@ -36,7 +36,7 @@ realistic. On the same images, in one run, it measures:
            once cancels out), compared with the small set's model-only rate; then
            re-runs over the larger library: every file unchanged, then every file
            moved into a subfolder (hashed, not captioned) (`memory`);
-- search:  a Whoosh index of --search-docs generated captions built through
+- search:  an FTS5 keyword index of --search-docs generated captions built through
            capindex's KeywordIndex as ingest feeds it (docs/s), then --queries
            queries through KeywordIndex.search (p50/p95 ms) (`search`).
 

@@ -98,7 +98,7 @@ def format_table(results: dict) -> str:
         q = results["search"]
         o = q["old_fields"]
         lines += ["", f"search: {q['documents']} rows indexed at {q['docs_per_s']:.0f}/s "
-                      f"({q['segments']} segments, {q['index_mb']} MB; old fields only "
+                      f"({q['index_mb']} MB; old fields only "
                       f"{o['docs_per_s']:.0f}/s, {o['index_mb']} MB); {q['queries']} keyword "
                       f"queries p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms, max "
                       f"{q['max_ms']:.1f} ms; old fields only p50 {o['p50_ms']:.1f}, p95 "

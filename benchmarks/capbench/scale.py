@@ -8,7 +8,7 @@ synthetic photos (`scale_data`), then, side by side in one run:
 - vector search: the index as shipped (exact up to 200,000 vectors, clusters above), every
   vector scored with numpy (exact), and the float16 torch product used before, with the
   clustered search's recall@10 against exact;
-- keyword search (Whoosh, top 10) and hybrid search (`search.ranking.search`, the query
+- keyword search (SQLite FTS5, top 10) and hybrid search (`search.ranking.search`, the query
   encoded by the shipped text encoder) over the same library.
 
 Times are wall-clock and CPU time of the searching thread (p50, p95): on a machine shared
@@ -195,7 +195,7 @@ def measure_keyword(library_root: Path, queries: int) -> dict:
     from capindex.store.keyword import KeywordIndex
     from capindex.store.library_dir import LibraryDir
 
-    index = KeywordIndex(LibraryDir(library_root).index_dir)
+    index = KeywordIndex(LibraryDir(library_root).keyword_path)
     rng = random.Random(5)
     texts = [make_query(rng) for _ in range(queries)]
     return {"documents": index.doc_count(), "top10": _timed(texts, lambda t: index.search(t, 10)),

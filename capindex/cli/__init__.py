@@ -2,7 +2,7 @@
 
 This is the one place real collaborators are built (the captioner, the progress bar)
 and the only code that prints or picks exit codes. Heavy imports (torch, pyarrow,
-SQLAlchemy, Whoosh) happen inside the commands, so `capindex --help` is fast. Library
+SQLAlchemy) happen inside the commands, so `capindex --help` is fast. Library
 errors (capindex.errors) become one-line `Error: ...` messages.
 
     __init__.py          the `capindex` group and --library

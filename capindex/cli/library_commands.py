@@ -1,5 +1,5 @@
 """The library commands: `capindex ingest`, `search`, `edit`, `export`, `info`, each a thin layer
-over `capindex.api.Library` (torch, pyarrow, SQLAlchemy and Whoosh load inside them)."""
+over `capindex.api.Library` (torch, pyarrow and SQLAlchemy load inside them)."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def ingest(library: LibraryDir, roots: Sequence[str], captioner: CaptionerLike,
         catalog = library.open_catalog(create=True)
         try:
             mirror = ParquetMirror(library.parquet_dir)
-            index = KeywordIndex(library.index_dir)
+            index = KeywordIndex(library.keyword_path)
             vectors = VectorIndex(library.vectors_dir)
             embedding_id = getattr(captioner, "embedding_id", None)
             # Repair whatever a killed run (or damage) left behind, before anything new.

@@ -1,6 +1,6 @@
 """Search the library: keyword hits (BM25F) and vector hits, fused; rows from the catalogue.
 
-    keyword   the Whoosh index: words, stems, broader words, objects, tags, file name
+    keyword   the FTS5 index: words, stems, broader words, objects, tags, file name
     semantic  the vector index: the query's meaning against each photo's embedding
     hybrid    both, fused by score (`fuse_scores`): the default when the library has vectors
 
@@ -85,9 +85,8 @@ def fuse(keyword: list[tuple[int, float]], semantic: list[tuple[int, float]],
 def semantic_share(text: str) -> float:
     """How much the meaning counts in a hybrid search for `text` (SHORT_QUERY_SHARE or
     SENTENCE_SHARE, by its number of content words)."""
-    from whoosh.analysis import STOP_WORDS
-
     from capindex.search.semantic import meaning_text
+    from capindex.store.keyword_query import STOP_WORDS
 
     words = [w for w in meaning_text(text).lower().split() if w not in STOP_WORDS]
     return SHORT_QUERY_SHARE if len(words) <= SHORT_QUERY_WORDS else SENTENCE_SHARE
@@ -196,7 +195,7 @@ class _Ranking:
         self._fused_list: list[tuple[int, float]] | None = None  # hybrid's, once ranked
         if not like and not self.browsing:
             check_query(text)
-        self.index = KeywordIndex(library.index_dir)
+        self.index = KeywordIndex(library.keyword_path)
         with library.read_catalog() as catalog:
             if self.browsing:
                 if not catalog.has_ok_rows():
@@ -204,7 +203,7 @@ class _Ranking:
                 return
             if catalog.has_ok_rows():
                 if not self.index.exists():
-                    raise IndexDamaged(str(library.index_dir), "missing")
+                    raise IndexDamaged(str(library.root), self.index.absence())
             elif not self.index.exists() or self.index.doc_count() == 0:
                 raise EmptyLibraryError(str(library.root))
             self.allowed = catalog.ids_matching(**self.filter_kwargs) if self.filter_kwargs \

@@ -5,10 +5,9 @@ Parquet mirror (`parquet.py`) and the keyword index (`keyword.py`) are rebuilt f
     schema.py        the image row, declared once (SQL table and Arrow schema)
     catalog.py       all SQL on catalog.sqlite
     parquet.py       the Parquet mirror
-    keyword.py       the Whoosh keyword index (keyword_query.py: its query language;
-                     whoosh_fixes.py: corrections to Whoosh's top-N matching)
+    keyword.py       the keyword index, SQLite FTS5 (keyword_query.py: its query language)
     sinks.py         one ingest batch -> catalogue commit -> derived stores
     export.py        the whole catalogue as Parquet, CSV or JSON Lines
 
-Modules are imported where used (SQLAlchemy, pyarrow and Whoosh load on demand).
+Modules are imported where used (SQLAlchemy and pyarrow load on demand).
 """

@@ -1,71 +1,71 @@
-"""The keyword index (Whoosh): caption, tags and file-name words, stemmed; BM25F ranking.
+"""The keyword index: caption, tags, objects, broader words and file-name words, stemmed,
+ranked by BM25 with a weight per field; an SQLite FTS5 table in `keyword.sqlite`.
 
-The index holds only what search needs to match (the words) plus each row's
-`id` and `seq`; paths and captions shown in results come from the catalogue, so
-a result never shows stale data. Which rows the index should hold is decided
-by the catalogue alone: `reconcile` makes the index hold exactly the catalogue's
+The index holds only what search needs to match (the words of each row, rowid = the
+catalogue id) and each row's `seq`; paths and captions shown in results come from the
+catalogue, so a result never shows stale data. Which rows the index should hold is
+decided by the catalogue alone: `reconcile` makes the index hold exactly the catalogue's
 'ok' rows at their current `seq`, whatever state a killed run left it in.
 
-Whoosh readers see the last committed state and never wait for the writer, so
-`capindex search` works while an ingest is running.
+One file, in WAL mode: readers see the last committed state and never wait for the
+writer, so `capindex search` works while an ingest is running; searches open it
+read-only (immutable in a folder they cannot write), so a read-only library is searched.
+Each commit is one SQLite transaction (atomic; the index is created as
+`keyword.sqlite.new`, tables and all, then renamed), so a killed run leaves a committed
+state that the next reconcile completes.
 
-Speed (see docs/performance.md): queued rows are committed 2 s after a run
-starts (search soon sees its first images), then every 10 s (a commit costs an
-ingest about 50 ms) or 20,000 documents (bulk writes make few segments to merge).
-The last commit of a run merges the small segments into one
-(`merge_small_segments`): every segment costs each query time to open and
-search. Segments are written as plain files, not compound ones, which Whoosh
-copies into memory at every search. Words are OR-ed without Whoosh's
-coordination bonus (`OrGroup.factory`), which only added a small bonus per
-matched word and field but doubled the time of queries with common words:
-BM25F's sum over words and fields already ranks images that match more words
-higher. Top-N collection skips postings blocks that can at best tie the N-th
-score (`TieSkippingCollector`), as Lucene does; `whoosh_fixes` (applied when a
-KeywordIndex is made) corrects Whoosh's skipping in compound matchers, which could
-pass over or under-score a caption that belongs in the top N. NOT (or a leading "-") excludes (`parse_query`).
+Ranking: FTS5's bm25() with the per-column weights of `keyword_query.FIELD_BOOSTS`
+(chosen on Flickr8k val: docs/search.md). Text is analysed in Python as Whoosh's
+StemmingAnalyzer did (`keyword_query.terms`: lower case, stop words and one-letter words
+out) and stemmed by FTS5's `porter` tokenizer, on documents and queries alike.
 
-Damage: the index is derived data, so a damaged one is rebuilt, never trusted. After each
-commit the writer records every index file's size and SHA-256 in `capindex-files.json`.
-`problem()` says why the index cannot be used (its table of contents cannot be read, a
-file is gone or has another size; with `thorough`, other contents), `search` raises
-IndexDamaged for it, and `repair` (at the start of every ingest) deletes a damaged index
-so that `reconcile` rebuilds it from the catalogue. An index without a current record
-(made by an older capindex, or a run killed between a commit and its record) is read
-through once, every posting and stored field, before it is trusted. Whoosh's pickles
-are read with an allowlist (`whoosh_pickles`), so a crafted index file runs no code.
+Damage: the index is derived data, so a damaged one is rebuilt, never trusted. `problem()`
+says why it cannot be used (not an SQLite file, tables missing, another format; with
+`thorough`, SQLite's quick_check, then FTS5's integrity-check unless the file is as the
+writer recorded it, size and SHA-256, after its last commit), `search` raises IndexDamaged
+when SQLite reports damage, and `repair` (at the start of every ingest) deletes a damaged
+index, or the Whoosh `index/` folder of an older capindex, so that `reconcile` rebuilds it
+from the catalogue.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from whoosh import index as whoosh_index
-from whoosh.analysis import StemmingAnalyzer
-from whoosh.collectors import TopCollector
-from whoosh.fields import ID, STORED, TEXT, Schema
-from whoosh.query import NullQuery
-from whoosh.reading import SegmentReader
-from whoosh.scoring import BM25F
+from capindex.errors import IndexDamaged, QuerySyntaxError
+from capindex.store.catalog_reader import connect_read_only
+from capindex.store.keyword_query import (
+    FIELD_BOOSTS,
+    FIELDS,
+    Query,
+    check_query,
+    index_text,
+    parse_query,
+)
 
-from capindex.errors import IndexDamaged
-from capindex.store import whoosh_fixes, whoosh_pickles
-from capindex.store.keyword_query import FIELD_BOOSTS, FIELDS, check_query, parse_query
+__all__ = ["FIELDS", "FIELD_BOOSTS", "FORMAT", "KeywordIndex", "document", "shown_caption"]
 
-__all__ = ["FIELDS", "FIELD_BOOSTS", "AllowedIdsCollector", "KeywordIndex", "TieSkippingCollector",
-           "document", "shown_caption"]
-# A segment holding less than this share of the documents is merged at the end of a run.
-MERGE_SHARE = 0.25
-# The writer's record of the index files: {"toc": name, "files": {name: [size, sha256]}}.
-MANIFEST = "capindex-files.json"
-_INDEX_FILE = re.compile(r"^(_MAIN_(\d+)\.toc|MAIN_[0-9a-z]+\..+)$")  # TOCs and segment files
+# What an index file holds, recorded in its meta table: another value (an older capindex,
+# other fields or analysis) is rebuilt by the next ingest.
+FORMAT = "capindex-fts5-1: " + ",".join(FIELDS) + "; porter unicode61; stop words, min 2"
+# A run that wrote at least this share of the documents merges the index's b-trees into
+# one at its end ('optimize'); smaller runs leave that to FTS5's automatic merging.
+OPTIMIZE_SHARE = 0.25
+# Beside the index: its size and SHA-256 when the writer last closed it (`_record`).
+RECORD = ".sha256"
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE seqs (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)",
+    f"CREATE VIRTUAL TABLE docs USING fts5({', '.join(FIELDS)}, "
+    "tokenize = 'porter unicode61')",
+)
 
 
 # Tags at least this probable also give their broader words (`capindex.words`) to the
@@ -73,22 +73,6 @@ _INDEX_FILE = re.compile(r"^(_MAIN_(\d+)\.toc|MAIN_[0-9a-z]+\..+)$")  # TOCs and
 TAG_WORDS_MIN_PROB = 0.1
 _COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
            9: "nine", 10: "ten"}
-
-
-def make_schema() -> Schema:
-    text = StemmingAnalyzer()  # lower case, stop words, Porter stems: "dogs", "running" match
-    return Schema(
-        id=ID(unique=True, stored=True),
-        seq=STORED,
-        caption=TEXT(analyzer=text),
-        alt=TEXT(analyzer=text),  # the beam's next best captions
-        objects=TEXT(analyzer=text),  # detected objects, with counts: "two dog", "person"
-        tags=TEXT(analyzer=text),
-        words=TEXT(analyzer=text),  # broader words of tags, objects and caption nouns (WordNet)
-        concepts=TEXT(analyzer=text),  # words the embedding puts near the image
-        # "IMG_2041_beach-sunset.jpg" -> img, 2041, beach, sunset
-        name=TEXT(analyzer=StemmingAnalyzer(expression=r"[^\W_]+")),
-    )
 
 
 def object_text(objects) -> str:
@@ -121,7 +105,9 @@ def shown_caption(row: dict) -> str | None:
 
 def document(row: dict) -> dict:
     """The index document of a catalogue row. `caption` is the caption shown (the user's,
-    when set); the model's caption it replaces moves to `alt`, with the beam's next best."""
+    when set); the model's caption it replaces moves to `alt`, with the beam's next best.
+    `name` is the file name without extension ("IMG_2041_beach-sunset" -> img, 2041, beach,
+    sunset)."""
     name = os.path.splitext(os.path.basename(row["path"]))[0]
     alternatives = list(row.get("alt_captions") or ())
     if row.get("user_caption") and row.get("caption"):
@@ -140,57 +126,79 @@ def document(row: dict) -> dict:
 
 
 class KeywordIndex:
-    """A Whoosh index in `directory`; writes are buffered and committed by `flush`."""
+    """The FTS5 index at `path` (the library's keyword.sqlite); writes are queued and
+    committed by `flush`."""
 
-    def __init__(self, directory: Path, flush_every: int = 20000, flush_seconds: float = 10.0,
+    def __init__(self, path: Path, flush_every: int = 20000, flush_seconds: float = 10.0,
                  first_flush_seconds: float = 2.0) -> None:
-        whoosh_fixes.apply()  # correct top-N matching before any search (whoosh_fixes.py)
-        whoosh_pickles.apply()  # read Whoosh's pickles with an allowlist (whoosh_pickles.py)
-        self.directory = Path(directory)
+        self.path = Path(path)
+        self.legacy_dir = self.path.parent / "index"  # an older capindex's Whoosh index
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         # The first commit comes sooner, so that search shows a run's first images quickly.
         self._interval = first_flush_seconds
         self._pending: dict[int, dict | None] = {}  # id -> document to index, or None to delete
         self._last_flush = time.monotonic()
+        self._written = 0  # documents written by this writer since the last optimize
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
 
     def exists(self) -> bool:
-        """Whether there is an index here (a table of contents), readable or not."""
-        return self._latest_toc() is not None
+        """Whether there is an index file here, readable or not."""
+        return self.path.exists()
 
-    def _latest_toc(self) -> str | None:
-        tocs = [(int(m.group(2)), m.group(1)) for m in map(_INDEX_FILE.match, _names(self.directory))
-                if m and m.group(2)]
-        return max(tocs)[1] if tocs else None
+    def absence(self) -> str:
+        """Why there is no index (for a library with captioned rows): "missing", or made by
+        an older capindex (its Whoosh folder is still here)."""
+        return "from an older capindex (Whoosh)" if self.legacy_dir.is_dir() else "missing"
 
-    def _open_existing(self):
-        """The Whoosh index; IndexDamaged when its table of contents cannot be read."""
-        for attempt in range(3):
-            try:
-                return whoosh_index.open_dir(str(self.directory))
-            except FileNotFoundError:
-                # A commit replaced the table of contents between our listing and reading it.
-                if attempt == 2:
-                    raise
-                time.sleep(0.05)
-            except Exception as exc:  # whatever a damaged file makes Whoosh raise
-                raise IndexDamaged(str(self.directory), f"damaged: {self._latest_toc()} "
-                                   f"cannot be read ({_describe(exc)})") from exc
-        return None  # not reached
+    def close(self) -> None:
+        for connection in (self._writer, self._reader):
+            if connection is not None:
+                connection.close()
+        self._writer = self._reader = None
 
-    def _open(self):
-        """The index for writing; one made by an older capindex (other fields) starts over
-        empty, and `reconcile` refills it from the catalogue."""
+    # -- writing (only `capindex ingest` and caption edits, under the library's lock) --
+
+    def _write_connection(self) -> sqlite3.Connection:
+        """The writer's connection; an index of another format starts over empty (and
+        `reconcile` refills it from the catalogue)."""
+        if self._writer is not None:
+            return self._writer
         if self.exists():
-            ix = self._open_existing()
-            if set(ix.schema.names()) == set(make_schema().names()):
-                return ix
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ix = whoosh_index.create_in(str(self.directory), make_schema())
-        self._record_files()
-        return ix
+            connection = None
+            try:
+                connection = _connect(self.path)
+                if _format(connection) == FORMAT:
+                    self._writer = connection
+                    return connection
+            except sqlite3.DatabaseError:
+                pass
+            if connection is not None:
+                connection.close()
+            _delete(self.path)
+        self._create()
+        self._writer = _connect(self.path)
+        return self._writer
 
-    # -- writing (only `capindex ingest`, under the library's ingest lock) --
+    def _create(self) -> None:
+        """A new, empty index: made whole as keyword.sqlite.new, then renamed, so that
+        keyword.sqlite always has its tables."""
+        new = self.path.with_name(self.path.name + ".new")
+        _delete(new)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        connection = sqlite3.connect(new, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")  # from birth: readers never switch
+            connection.execute("BEGIN")
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            connection.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+        os.chmod(new, 0o600)
+        new.replace(self.path)
 
     def update(self, rows: Iterable[dict], deleted_ids: Iterable[int] = ()) -> None:
         """Queue committed catalogue rows (error rows leave the index) and deletions.
@@ -212,34 +220,42 @@ class KeywordIndex:
             self.flush()
 
     def flush(self, final: bool = False) -> None:
-        """Commit the queued changes (one Whoosh commit).
+        """Commit the queued changes (one transaction).
 
-        `final` (the end of a run): also merge the small segments into one, so
-        that searches open and scan few segments.
+        `final` (the end of a run): when this run wrote a large share of the index, also
+        merge its b-trees into one ('optimize', as a bulk build leaves many); then fold the
+        write-ahead log into the file and close.
         """
         self._last_flush = time.monotonic()
         self._interval = self.flush_seconds
-        if not self._pending and not final:
-            return
-        ix = self._open()
-        if not self._pending and len(small_segments(ix._segments())) < 2:
-            return  # nothing to write, nothing to merge
-        # compound=False: a segment's files stay separate. Whoosh reads a compound
-        # segment through in-memory copies of its parts, made again by every
-        # search: 8 ms a query at 100,000 captions, against 0.5 ms for plain files.
-        writer = ix.writer(limitmb=64, compound=False)
-        try:
-            for row_id, doc in self._pending.items():
-                if doc is None:
-                    writer.delete_by_term("id", str(row_id))
-                else:
-                    writer.update_document(**doc)
-        except BaseException:
-            writer.cancel()
-            raise
-        writer.commit(mergetype=merge_small_segments if final else None)
-        self._pending.clear()
-        self._record_files()
+        if self._pending:
+            connection = self._write_connection()
+            ids = [(row_id,) for row_id in self._pending]
+            docs = [(row_id, doc["seq"], *(index_text(doc[f]) for f in FIELDS))
+                    for row_id, doc in self._pending.items() if doc is not None]
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany("DELETE FROM docs WHERE rowid = ?", ids)
+                connection.executemany("DELETE FROM seqs WHERE id = ?", ids)
+                connection.executemany(
+                    f"INSERT INTO docs (rowid, {', '.join(FIELDS)}) "
+                    f"VALUES (?{', ?' * len(FIELDS)})", [(d[0], *d[2:]) for d in docs])
+                connection.executemany("INSERT INTO seqs VALUES (?, ?)", [d[:2] for d in docs])
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            self._written += len(ids)
+            self._pending.clear()
+        if final and self._writer is not None:
+            documents = self._writer.execute("SELECT count(*) FROM seqs").fetchone()[0]
+            if self._written and self._written >= OPTIMIZE_SHARE * documents:
+                self._writer.execute("INSERT INTO docs (docs) VALUES ('optimize')")
+                self._written = 0
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._writer.close()
+            self._writer = None
+            self._record()
 
     def discard(self) -> None:
         """Forget queued changes (the next reconcile restores them from the catalogue)."""
@@ -247,9 +263,8 @@ class KeywordIndex:
 
     def reconcile(self, catalog) -> int:
         """Make the index hold exactly the catalogue's 'ok' rows; returns the changes made."""
-        ix = self._open()
-        with ix.searcher() as searcher:
-            have = {int(f["id"]): f["seq"] for f in searcher.reader().all_stored_fields()}
+        connection = self._write_connection()
+        have = dict(connection.execute("SELECT id, seq FROM seqs"))
         want = {row_id: seq for seq, row_id in catalog.live_seqs(ok_only=True).items()}
         stale = [row_id for row_id in have if row_id not in want]
         todo = [row_id for row_id, seq in want.items() if have.get(row_id) != seq]
@@ -261,192 +276,218 @@ class KeywordIndex:
     # -- damage --------------------------------------------------------------
 
     def problem(self, thorough: bool = False) -> str | None:
-        """Why the index cannot be used ("damaged: ..."), or None. Without `thorough`:
-        its table of contents is read and the recorded files are there with their sizes
-        (cheap, for info); `thorough` also compares their contents (SHA-256). An index that
-        is not there at all is no problem here: whether it should be, the catalogue says."""
-        for _ in range(3):
-            toc = self._latest_toc()
-            if toc is None:
-                return None
-            try:
-                self._open_existing()
-                problem = self._check_files(thorough)
-            except IndexDamaged as exc:
-                problem = exc.problem
-            if problem is None or self._latest_toc() == toc:
-                return None if problem is _UNRECORDED else problem
-            # an ingest committed meanwhile (and removed files of the old commit): look again
-        return None if problem is _UNRECORDED else problem
-
-    def _check_files(self, thorough: bool) -> str | None:
-        """Compare the files with the writer's record; _UNRECORDED when it has none for the
-        current table of contents."""
-        record = self._read_record()
-        if record is None or record.get("toc") != self._latest_toc():
-            return _UNRECORDED
-        for name, (size, digest) in sorted(record["files"].items()):
-            path = self.directory / name
-            try:
-                actual = path.stat().st_size
-            except FileNotFoundError:
-                return f"damaged: {name} is gone"
-            if actual != size:
-                return f"damaged: {name} changed since capindex wrote it ({actual} bytes, not {size})"
-            if thorough and _sha256(path) != digest:
-                return f"damaged: {name} changed since capindex wrote it (other contents)"
+        """Why the index cannot be used ("damaged: ...", "from an older capindex ..."), or
+        None. Without `thorough`: it opens as an SQLite file of this format (cheap, for
+        info); `thorough` also runs SQLite's quick_check (every page) and, unless the file is as
+        the writer recorded it (`_record`), FTS5's integrity-check (the full-text index
+        against its text). An index that is not there at all
+        is no problem here: whether it should be, the catalogue says."""
+        if not self.exists():
+            return None
+        try:
+            # integrity-check is run as an INSERT: it needs a connection that may write
+            connection = (sqlite3.connect(self.path, isolation_level=None) if thorough
+                          else connect_read_only(self.path))
+        except sqlite3.Error as exc:
+            return f"damaged: it cannot be opened ({_describe(exc)})"
+        try:
+            found = _format(connection)
+            if found != FORMAT:
+                return "from an older capindex (other fields)"
+            connection.execute("SELECT count(*) FROM seqs").fetchone()
+            if thorough:
+                (check,) = connection.execute("PRAGMA quick_check(1)").fetchone()
+                if check != "ok":
+                    return f"damaged: {check}"
+                if self._as_recorded():
+                    return None
+                connection.execute("INSERT INTO docs (docs) VALUES ('integrity-check')")
+                count_docs = connection.execute("SELECT count(*) FROM docs").fetchone()[0]
+                count_seqs = connection.execute("SELECT count(*) FROM seqs").fetchone()[0]
+                if count_docs != count_seqs:
+                    return f"damaged: {count_docs} documents but {count_seqs} row versions"
+        except sqlite3.Error as exc:
+            return f"damaged: it could not be read ({_describe(exc)})"
+        finally:
+            connection.close()
         return None
 
     def repair(self, catalog) -> str | None:
         """At the start of an ingest (under its lock): delete an index that cannot be used,
-        so that `reconcile` rebuilds it from the catalogue. Returns why ("missing" when
-        the catalogue has rows to index but there is no index), or None."""
+        and an older capindex's Whoosh folder, so that `reconcile` rebuilds the index from
+        the catalogue. Returns why ("missing" when the catalogue has rows to index but
+        there is no index), or None."""
+        _delete(self.path.with_name(self.path.name + ".new"))  # a creation that was killed
+        legacy = self.legacy_dir.is_dir()
+        if legacy:
+            shutil.rmtree(self.legacy_dir)
         if not self.exists():
-            if self.directory.exists():
-                shutil.rmtree(self.directory)  # what is left of an index without its TOC
-            return "missing" if catalog.has_ok_rows() else None
+            if not catalog.has_ok_rows():
+                return None
+            return "from an older capindex (Whoosh)" if legacy else "missing"
         problem = self.problem(thorough=True)
-        if problem is None and self._check_files(thorough=False) is _UNRECORDED:
-            problem = self._read_through()
-            if problem is None:
-                self._record_files()
         if problem is not None:
-            shutil.rmtree(self.directory)
+            self.close()
+            _delete(self.path)
+        elif not self._as_recorded():
+            self._record()  # checked through: trusted until it changes
         return problem
 
-    def _read_through(self) -> str | None:
-        """Read every posting and stored field once (an index capindex has no record of)."""
-        try:
-            with self._open_existing().searcher() as searcher:
-                reader = searcher.reader()
-                for fieldname, text in reader.all_terms():
-                    for _ in reader.postings(fieldname, text).all_ids():
-                        pass
-                for _ in reader.all_stored_fields():
-                    pass
-        except IndexDamaged as exc:
-            return exc.problem
-        except Exception as exc:  # whatever a damaged file makes Whoosh raise
-            return f"damaged: it could not be read ({_describe(exc)})"
-        return None
+    def _record(self) -> None:
+        """Record the file's size and SHA-256 beside it (writer only, after the last commit
+        of a run, the log folded in), so that the next ingest's check can skip FTS5's
+        integrity-check (1 CPU-s per 100,000 rows; hashing takes a tenth of that)."""
+        record = self.path.with_name(self.path.name + RECORD)
+        tmp = record.with_name(record.name + ".partial")
+        tmp.write_text(json.dumps({"size": self.path.stat().st_size,
+                                   "sha256": _sha256(self.path)}))
+        tmp.replace(record)
 
-    def _record_files(self) -> None:
-        """Record each index file's size and SHA-256 (writer only, after a commit). Whoosh
-        never rewrites a file (segments and tables of contents get new names), so the hash
-        of a file recorded before with the same size is kept, not computed again."""
-        before = (self._read_record() or {}).get("files", {})
-        files = {}
-        for name in sorted(_names(self.directory)):
-            if _INDEX_FILE.match(name):
-                size = (self.directory / name).stat().st_size
-                known = before.get(name)
-                files[name] = [size, known[1] if known and known[0] == size
-                               else _sha256(self.directory / name)]
-        tmp = self.directory / (MANIFEST + ".partial")
-        tmp.write_text(json.dumps({"toc": self._latest_toc(), "files": files}, indent=1))
-        tmp.replace(self.directory / MANIFEST)
-
-    def _read_record(self) -> dict | None:
+    def _as_recorded(self) -> bool:
+        """Whether the file is as the writer recorded it after its last commit (and no
+        write-ahead log holds changes since)."""
         try:
-            record = json.loads((self.directory / MANIFEST).read_text())
-            return record if isinstance(record, dict) and isinstance(record.get("files"), dict) \
-                else None
-        except (OSError, ValueError):
-            return None
+            record = json.loads(self.path.with_name(self.path.name + RECORD).read_text())
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size:
+                return False
+            return (record["size"] == self.path.stat().st_size
+                    and record["sha256"] == _sha256(self.path))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     # -- reading -----------------------------------------------------------
+
+    def _read_connection(self) -> sqlite3.Connection:
+        """A read-only connection to an index of this format; IndexDamaged otherwise."""
+        if self._reader is None:
+            problem = None
+            try:
+                connection = connect_read_only(self.path)
+            except sqlite3.Error as exc:
+                raise self._damaged(exc) from exc
+            try:
+                if _format(connection) != FORMAT:
+                    problem = "from an older capindex (other fields)"
+            except sqlite3.Error as exc:
+                connection.close()
+                raise self._damaged(exc) from exc
+            if problem:
+                connection.close()
+                raise IndexDamaged(str(self.path.parent), problem)
+            self._reader = connection
+        return self._reader
+
+    def _damaged(self, exc: sqlite3.Error) -> Exception:
+        """IndexDamaged for what SQLite says of a damaged file; a busy or locked database
+        (a writer past the busy timeout) goes on as it is."""
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            return exc
+        if "fts5: syntax error" in text:  # a bug here: no typed text should reach FTS5 raw
+            return QuerySyntaxError("?", f"the search index could not read it ({exc})")
+        return IndexDamaged(str(self.path.parent), f"damaged: it could not be read "
+                                                    f"({_describe(exc)})")
+
+    def _rows(self, sql: str, params: tuple) -> list[tuple]:
+        try:
+            return self._read_connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from exc
 
     def doc_count(self) -> int:
         """Documents in the index (0 when there is none); IndexDamaged when it cannot be read."""
         if not self.exists():
             return 0
-        return self._open_existing().doc_count()
+        return self._rows("SELECT count(*) FROM seqs", ())[0][0]
 
     def search(self, text: str, limit: int = 10, boosts: dict[str, float] | None = None,
                allowed: set[int] | None = None) -> list[tuple[int, float]]:
-        """(row id, BM25F score) of the best matches, best first; `boosts` overrides
-        FIELD_BOOSTS (0 leaves a field out); `allowed`: only these row ids (a filter,
-        applied while collecting the top `limit`).
+        """(row id, BM25 score) of the best matches, best first (ties by id); `boosts`
+        overrides FIELD_BOOSTS (0 leaves a field out); `allowed`: only these row ids (a
+        filter, applied before the limit). A query that only excludes (NOT cat) lists
+        every other document, by id, with score 0.
 
         Raises QuerySyntaxError for a malformed query, IndexDamaged when the index cannot
         be read; an empty list when the query has no searchable words or nothing matches.
         """
-        if allowed is not None and not allowed:
-            check_query(text)
+        check_query(text)
+        query = parse_query(text)
+        if query is None or limit <= 0 or (allowed is not None and not allowed):
             return []
-        return self._read(text, boosts, lambda searcher, query: self._top(
-            searcher, query, limit, allowed)) or []
+        where, params = _allowed_clause(allowed, "rowid")
+        if query.positive is None:
+            where, params = _allowed_clause(allowed, "id")
+            return [(row_id, 0.0) for (row_id,) in self._rows(
+                "SELECT id FROM seqs WHERE id NOT IN (SELECT rowid FROM docs WHERE docs MATCH ?)"
+                f"{where} ORDER BY id LIMIT ?", (query.excluded(), *params, limit))]
+        weights = {**FIELD_BOOSTS, **(boosts or {})}
+        columns = tuple(f for f in FIELDS if weights[f] > 0)
+        if not columns:
+            return []
+        bm25 = ", ".join(repr(float(weights[f])) for f in FIELDS)
+        found = self._rows(
+            f"SELECT rowid, bm25(docs, {bm25}) AS score FROM docs WHERE docs MATCH ?{where} "
+            "ORDER BY score, rowid LIMIT ?", (query.match(columns), *params, limit))
+        return [(row_id, -score) for row_id, score in found]
 
     def count(self, text: str, allowed: set[int] | None = None) -> int:
-        """How many documents match `text` (of the `allowed` row ids only, when given)."""
-        if allowed is not None and not allowed:
-            check_query(text)
-            return 0
-        return self._read(text, None, lambda searcher, query: _count(searcher, query, allowed)) or 0
-
-    @staticmethod
-    def _top(searcher, query, limit: int, allowed: set[int] | None) -> list[tuple[int, float]]:
-        collector = (TieSkippingCollector(limit=limit) if allowed is None
-                     else AllowedIdsCollector(allowed, limit=limit))
-        searcher.search_with_collector(query, collector)
-        return [(int(hit["id"]), hit.score) for hit in collector.results()]
-
-    def _read(self, text: str, boosts: dict[str, float] | None, run):
-        """run(searcher, query) on the index, retried when an ingest merged segments
-        meanwhile; None when the query has no searchable words."""
+        """How many documents match `text` (of the `allowed` row ids only, when given);
+        nothing is scored."""
         check_query(text)
-        for attempt in range(3):
-            try:
-                ix = self._open_existing()
-                query = parse_query(text, ix.schema, boosts)
-                if query is NullQuery:
-                    return None
-                with ix.searcher(weighting=BM25F()) as searcher:
-                    return run(searcher, query)
-            except FileNotFoundError as exc:
-                # An ingest merged segments between our reading the table of
-                # contents and opening them; the next try sees the new ones.
-                if attempt == 2:
-                    self._raise_if_damaged(exc)
-                time.sleep(0.05)
-            except IndexDamaged:
-                raise
-            except Exception as exc:
-                self._raise_if_damaged(exc)
-        return None  # not reached
-
-    def _raise_if_damaged(self, exc: Exception) -> None:
-        """Whoosh failed: IndexDamaged when the files show damage (or, with no record to
-        compare with, in any case); else the failure is a bug and goes on as it is."""
-        problem = self.problem(thorough=True)
-        if problem is None and self._check_files(thorough=False) is _UNRECORDED:
-            problem = f"damaged: it could not be read ({_describe(exc)})"
-        if problem is None:
-            raise exc
-        raise IndexDamaged(str(self.directory), problem) from exc
+        query = parse_query(text)
+        if query is None or (allowed is not None and not allowed):
+            return 0
+        if query.positive is None:
+            where, params = _allowed_clause(allowed, "id")
+            return self._rows("SELECT count(*) FROM seqs WHERE id NOT IN "
+                              f"(SELECT rowid FROM docs WHERE docs MATCH ?){where}",
+                              (query.excluded(), *params))[0][0]
+        where, params = _allowed_clause(allowed, "rowid")
+        return self._rows(f"SELECT count(*) FROM docs WHERE docs MATCH ?{where}",
+                          (query.match(), *params))[0][0]
 
     def excluded_ids(self, text: str) -> set[int]:
         """The ids of the documents `text` excludes (NOT word, -word): other kinds of search
         leave them out too."""
-        from whoosh.query import AndNot, Not
-
-        ix = whoosh_index.open_dir(str(self.directory))
-        query = parse_query(text, ix.schema)
-        negative = (query.b if isinstance(query, AndNot)
-                    else query.query if isinstance(query, Not) else None)
-        if negative is None:
+        query: Query | None = parse_query(text)
+        if query is None or query.negative is None:
             return set()
-        with ix.searcher() as searcher:
-            return {int(searcher.stored_fields(n)["id"]) for n in searcher.docs_for_query(negative)}
+        return {row_id for (row_id,) in self._rows(
+            "SELECT rowid FROM docs WHERE docs MATCH ?", (query.excluded(),))}
 
 
-_UNRECORDED = "unrecorded"  # the writer's record is missing or not for this commit
+def _allowed_clause(allowed: set[int] | None, column: str) -> tuple[str, tuple]:
+    """The SQL condition (and its parameter) keeping only `allowed` ids; none for None."""
+    if allowed is None:
+        return "", ()
+    return (f" AND {column} IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(allowed)),))
 
-def _names(directory: Path) -> list[str]:
-    try:
-        return os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The writer's connection: WAL (readers never wait), synchronous NORMAL (a committed
+    transaction survives the process dying), transactions begun explicitly."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA busy_timeout=10000")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def _format(connection: sqlite3.Connection) -> str | None:
+    """The format recorded in an index file (sqlite3.Error when it is none)."""
+    found = connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    return found[0] if found else None
+
+
+def _delete(path: Path) -> None:
+    """Delete an SQLite file with its write-ahead log and shared-memory files."""
+    for suffix in ("", "-wal", "-shm", "-journal", RECORD):
+        try:
+            path.with_name(path.name + suffix).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _sha256(path: Path) -> str:
@@ -462,71 +503,3 @@ def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-class TieSkippingCollector(TopCollector):
-    """Whoosh's top-N collector, with the bar for the N-th place set as Lucene sets it.
-
-    Once N documents are held, another only gets in with a higher score than the
-    N-th (earlier documents win ties). Whoosh's collector raises the bar its
-    matchers skip and prune by only when a document displaces another, and its OR
-    matcher skips a postings block only when the block's best possible score is
-    strictly below the bar. Captions are short and alike: the first N matches
-    often already have the best score, nothing displaces them, and every matching
-    document was scored (6,528 of 100,000 captions for "man grass"; 73 now). Here
-    the bar is set as soon as N documents are held, one floating-point step above
-    the N-th score. Results are those of exhaustive scoring, up to the order of
-    documents whose scores differ by rounding only (tests check both).
-    """
-
-    def _collect(self, global_docnum, score):
-        sort_key = super()._collect(global_docnum, score)
-        if len(self.items) == self.limit:
-            self.minscore = math.nextafter(self.items[0][0], math.inf)
-        return sort_key
-
-
-class AllowedIdsCollector(TieSkippingCollector):
-    """The top-N collector that takes only documents of the `allowed` row ids (a search
-    filter): the N best allowed documents, with the same skipping once N are held. Each
-    match considered costs one stored-field read (about 15 us)."""
-
-    def __init__(self, allowed: set[int], limit: int = 10) -> None:
-        super().__init__(limit=limit)
-        self.allowed = allowed
-
-    def collect(self, sub_docnum):
-        if int(self.subsearcher.stored_fields(sub_docnum)["id"]) not in self.allowed:
-            return None
-        return super().collect(sub_docnum)
-
-
-def _count(searcher, query, allowed: set[int] | None) -> int:
-    docnums = searcher.docs_for_query(query)
-    if allowed is None:
-        return sum(1 for _ in docnums)
-    return sum(1 for n in docnums if int(searcher.stored_fields(n)["id"]) in allowed)
-
-
-def small_segments(segments: list) -> list:
-    """The segments holding less than MERGE_SHARE of all documents."""
-    total = sum(seg.doc_count_all() for seg in segments)
-    return [seg for seg in segments if seg.doc_count_all() < MERGE_SHARE * total]
-
-
-def merge_small_segments(writer, segments):
-    """Whoosh merge policy: merge every segment holding less than MERGE_SHARE of the
-    documents into one new segment; keep the big ones as they are.
-
-    After a first big ingest this leaves one segment or a few; a later small run
-    adds one small segment, merged with the other small ones at its end, so the
-    big segments are rewritten only when the small ones have grown comparable.
-    """
-    small = small_segments(segments)
-    if len(small) < 2:
-        return segments
-    for seg in small:
-        reader = SegmentReader(writer.storage, writer.schema, seg)
-        writer.add_reader(reader)
-        reader.close()
-    return [seg for seg in segments if seg not in small]

@@ -4,7 +4,7 @@ A library is one directory::
 
     catalog.sqlite   the catalogue: one row per image (the source of truth; catalog.py)
     parquet/         the Parquet mirror of the catalogue (parquet.py)
-    index/           the Whoosh keyword index (keyword.py)
+    keyword.sqlite   the keyword index, SQLite FTS5 (keyword.py; keyword.sqlite.sha256 its record)
     vectors/         the image vectors, one memory-mapped file (vectors.py)
     thumbs/          JPEG thumbnails, SHA256-SIZE.jpg, made on first request (thumbnails.py)
     ingest.lock      held by the one writer (an ingest, a caption edit) at a time
@@ -12,11 +12,12 @@ A library is one directory::
 Its location: `--library DIR`, else `$CAPINDEX_HOME`, else the platform's user
 data directory (platformdirs: ~/.local/share/capindex on Linux).
 
-Who may change it: the library folder and its index folder are created owner-only
-(0o700), and a library whose folder (or index folder) belongs to another user or may be
-written by group or others is refused (`check_owner`): whoever can write the index could
-make it unpickle anything (Whoosh stores its index with pickle; whoosh_pickles.py limits
-what it loads). `search`, `export` and `info` only read, so a read-only library works.
+Who may change it: the library folder is created owner-only (0o700), and a library whose
+folder belongs to another user or may be written by group or others is refused
+(`check_owner`): whoever can write it could change what capindex shows and searches
+(captions, paths to open, thumbnails). `search`, `export` and `info` only read, so a
+read-only library works. (`index/`, the Whoosh index of an older capindex, is checked
+the same way while it is there; the next ingest deletes it.)
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class LibraryDir:
         self.root = (Path(root).expanduser() if root else default_library_dir()).absolute()
         self.catalog_path = self.root / "catalog.sqlite"
         self.parquet_dir = self.root / "parquet"
-        self.index_dir = self.root / "index"
+        self.keyword_path = self.root / "keyword.sqlite"
+        self.legacy_index_dir = self.root / "index"  # an older capindex's Whoosh index
         self.vectors_dir = self.root / "vectors"
         self.thumbs_dir = self.root / "thumbs"
         self.lock_path = self.root / "ingest.lock"
@@ -74,9 +76,10 @@ class LibraryDir:
         return self.catalog_path.is_file()
 
     def check_owner(self) -> None:
-        """UnsafeLibraryError unless the library folder and its index folder (those that
-        exist) belong to the user running capindex and only that user may write them."""
-        for folder in (self.root, self.index_dir):
+        """UnsafeLibraryError unless the library folder (and an older capindex's index
+        folder, while it is there) belong to the user running capindex and only that user
+        may write them."""
+        for folder in (self.root, self.legacy_index_dir):
             try:
                 info = folder.stat()
             except FileNotFoundError:
@@ -99,7 +102,7 @@ class LibraryDir:
         found = []
         if any(self.parquet_dir.glob("part-*.parquet")):
             found.append("a Parquet mirror")
-        if any(self.index_dir.glob("_MAIN_*.toc")):
+        if self.keyword_path.exists() or any(self.legacy_index_dir.glob("_MAIN_*.toc")):
             found.append("a search index")
         return found
 
@@ -172,8 +175,10 @@ class LibraryDir:
         if self.parquet_dir.exists():
             mirror = self.root / f"parquet.before-rebuild-{stamp}"
             self.parquet_dir.rename(mirror)
-        if self.index_dir.exists():
-            shutil.rmtree(self.index_dir)
+        for suffix in ("", "-wal", "-shm", ".sha256"):
+            self.keyword_path.with_name(self.keyword_path.name + suffix).unlink(missing_ok=True)
+        if self.legacy_index_dir.exists():
+            shutil.rmtree(self.legacy_index_dir)
         return catalogue, mirror
 
     @contextmanager

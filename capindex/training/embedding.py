@@ -258,7 +258,7 @@ def _word_queries(tokens: list[set[str]], caption_image: torch.Tensor, images: i
                   train: torch.Tensor, min_images: int, cache_dir: Path,
                   text_factory: Callable) -> WordQueries:
     """The content words of the train captions as queries: each with its positive images."""
-    from whoosh.analysis import STOP_WORDS
+    from capindex.store.keyword_query import STOP_WORDS
 
     used: dict[str, set[int]] = {}
     is_train = set(train.tolist())
