@@ -71,7 +71,7 @@ def child(library_path: Path, count: int) -> dict:
     texts = queries(count)
     library = Library(library_path)
     lib_dir = library.dir
-    index_at = lib_dir.keyword_path
+    index_at = getattr(lib_dir, "keyword_path", None) or lib_dir.index_dir  # an older checkout: Whoosh
     keyword = KeywordIndex(index_at)
     vectors = ranking._vector_side(lib_dir, [], required=False)  # as this checkout's ranking opens it
     encode = getattr(semantic.query_vector, "__wrapped__", semantic.query_vector)
