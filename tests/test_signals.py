@@ -43,6 +43,7 @@ def downgrade_to_schema_1(root) -> None:
     """Make `root` look as a library written before objects and vectors: the catalogue
     without their columns, an index without their fields, Parquet parts of version 1."""
     db = sqlite3.connect(root / "catalog.sqlite")
+    db.execute("DROP INDEX ix_images_plan")  # newer than those columns, and made of some
     for column in NEW_COLUMNS:
         db.execute(f'ALTER TABLE images DROP COLUMN "{column}"')
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
