@@ -21,9 +21,9 @@ from torch.nn import functional as F
 
 from capindex.model.embedding import (
     ConceptTable,
-    combine_members,
     EmbeddingConfig,
     EmbeddingNet,
+    combine_members,
     load_embedding,
     save_embedding,
 )
@@ -294,7 +294,7 @@ def _cropped(data: EmbeddingData, rows: torch.Tensor, config: EmbeddingTrainConf
     """Grid means and their logits, a random window of the grid for a `config.crop` share of
     `rows` (the whole grid for the rest): a crop of the photo, as far as mean pooling sees."""
     n = len(rows)
-    side = int(math.isqrt(data.grids.shape[1]))
+    side = math.isqrt(data.grids.shape[1])
     size = torch.randint(config.crop_min, side + 1, (n,), generator=generator)
     size = torch.where(torch.rand(n, generator=generator) < config.crop, size, side)
     y0 = (torch.rand(n, generator=generator) * (side - size + 1)).long()
