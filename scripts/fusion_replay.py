@@ -39,8 +39,11 @@ def fetch(library: Library, text: str) -> tuple[list, list, str]:
     return plan.keyword_hits, plan.vector_hits, plan.kind
 
 
-def fused(hits: tuple[list, list, str], share: float) -> list[tuple[int, float]]:
+def fused(hits: tuple[list, list, str], share: float | None) -> list[tuple[int, float]]:
+    """The hybrid ranking at `share`; None: the keyword list alone (keyword mode)."""
     keyword, vector, kind = hits
+    if share is None:
+        return keyword
     if kind != "hybrid" or not vector:
         return keyword if kind != "vector" else vector
     return ranking.fuse_scores(keyword, vector, share,
@@ -78,7 +81,7 @@ def main() -> None:
                 pickle.dump((words, captions, name_of), f)
     print("| shares (short / sentence) | words P@10 | R@1 | R@5 | R@10 | median rank |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for short, sentence in SHARES:
+    for short, sentence in [(None, None), *SHARES]:
         precision = []
         for relevant, hits in words.values():
             top = {name_of.get(i) for i, _ in fused(hits, short)[:10]}
@@ -90,7 +93,8 @@ def main() -> None:
                      fused(hits, short if is_short else sentence)[:search_eval.RANK_LIMIT]]
             ranks.append(order.index(name) + 1 if name in order else len(names))
         recall = {k: sum(r <= k for r in ranks) / len(ranks) for k in (1, 5, 10)}
-        print(f"| {short:g} / {sentence:g} | {statistics.mean(precision):.3f} | {recall[1]:.3f} | "
+        label = "keyword alone" if short is None else f"{short:g} / {sentence:g}"
+        print(f"| {label} | {statistics.mean(precision):.3f} | {recall[1]:.3f} | "
               f"{recall[5]:.3f} | {recall[10]:.3f} | {statistics.median(ranks):g} |")
 
 
