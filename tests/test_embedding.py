@@ -117,7 +117,8 @@ def sample_features():
 def test_shipped_embedding_finds_the_sample_photos(text_encoder, sample_features):
     names, grid, logits = sample_features
     embedder = ImageEmbedder.load()
-    assert embedder.weights_hash and DEFAULT_EMBEDDING.stat().st_size < 10 * 2**20
+    # three members of 5.5 MB (fp16) and the concept table: the package stays small
+    assert embedder.weights_hash and DEFAULT_EMBEDDING.stat().st_size < 20 * 2**20
     images = embedder.embed(grid, logits)  # (5, 384)
     assert torch.allclose(images.norm(dim=1), torch.ones(5), atol=1e-5)
     queries = {"a cat": "chelsea", "a cup of coffee": "coffee"}
@@ -259,3 +260,46 @@ def test_concept_table_tags_words_above_their_thresholds():
     assert tagged[1] == ["car"] and tagged[2] == []
     again = ConceptTable.from_dict(table.to_dict())
     assert again.tag(images) == tagged
+
+
+def test_combined_members_sum_their_unit_vectors_and_average_the_adapter(tmp_path):
+    from torch.nn import functional as F
+
+    from capindex.model.embedding import combine_members, load_embedding
+
+    torch.manual_seed(0)
+    nets = [EmbeddingNet(EmbeddingConfig(hidden=32, text_adapter=True)).eval() for _ in range(3)]
+    for net in nets:
+        torch.nn.init.normal_(net.adapter.weight, std=0.05)
+        for p in net.parameters():  # as a checkpoint holds them (combine_members rounds so)
+            p.data = p.data.half().float()
+    combined = combine_members(nets)
+    assert combined.config.members == 3 and len(combined.mlp) == 3
+    grid, logits = torch.randn(5, 49, 1280), torch.randn(5, 1000)
+    expected = F.normalize(sum(net(grid, logits) for net in nets), dim=-1)
+    assert torch.allclose(combined(grid, logits), expected, atol=1e-5)
+    text = F.normalize(torch.randn(4, 384), dim=-1)
+    mean_weight = sum(net.adapter.weight for net in nets) / 3
+    mean_bias = sum(net.adapter.bias for net in nets) / 3
+    assert torch.allclose(combined.text(text), F.normalize(text + text @ mean_weight.T + mean_bias,
+                                                           dim=-1), atol=1e-6)
+    save_embedding(tmp_path / "e.pt", combined, {"model_id": "t"})
+    again, _ = load_embedding(tmp_path / "e.pt")
+    assert torch.allclose(again(grid, logits), combined(grid, logits), atol=1e-3)
+    with pytest.raises(ValueError):
+        combine_members([nets[0], EmbeddingNet(EmbeddingConfig(hidden=16))])
+
+
+def test_fit_members_trains_each_member_and_combines_them():
+    from capindex.training.embedding import fit_members
+
+    torch.set_num_threads(2)
+    data = _synthetic_data()
+    config = EmbeddingTrainConfig(epochs=2, batch_size=16, lr=3e-3, captions_per_image=2,
+                                  patience=10, model={"hidden": 32, "text_adapter": True},
+                                  then=None, members=2)
+    net, report = fit_members(data, config, log=lambda m: None)
+    assert net.config.members == 2 and len(report["members"]) == 2
+    first, second = (m["history"][0]["loss"] for m in report["members"])
+    assert first != second  # other seeds: other members
+    assert report["best"]["val"]["synthetic"]["R@5"] > 5 / 16  # better than chance

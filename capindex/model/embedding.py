@@ -35,6 +35,7 @@ class EmbeddingConfig:
     norm_input: bool = False  # LayerNorm on the pooled grid before the MLP
     text_adapter: bool = False  # residual linear on the (frozen) text embeddings
     init_temperature: float = 0.07
+    members: int = 1  # MLPs trained apart and averaged (`combine_members`); 1: a single MLP
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,9 +81,15 @@ class EmbeddingNet(nn.Module):
             raise ValueError(f"unknown pooling {config.pooling!r}")
         self.norm = nn.LayerNorm(config.grid_dim) if config.norm_input else None
         width = config.grid_dim + (config.classes if config.use_probs else 0)
-        self.mlp = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.GELU(),
-            nn.Dropout(config.dropout), nn.Linear(config.hidden, config.dim))
+
+        def mlp() -> nn.Sequential:
+            return nn.Sequential(
+                nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.GELU(),
+                nn.Dropout(config.dropout), nn.Linear(config.hidden, config.dim))
+
+        # an ensemble: each member's unit vector, summed (the members' keys: mlp.K.*)
+        self.mlp = mlp() if config.members == 1 else nn.ModuleList(
+            mlp() for _ in range(config.members))
         self.adapter = nn.Linear(config.dim, config.dim) if config.text_adapter else None
         if self.adapter is not None:
             nn.init.zeros_(self.adapter.weight)  # starts as the identity
@@ -98,7 +105,10 @@ class EmbeddingNet(nn.Module):
         parts = [self.norm(pooled) if self.norm is not None else pooled]
         if self.config.use_probs:
             parts.append(logits.float().softmax(dim=-1))  # (B, 1000)
-        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, 384)
+        inputs = torch.cat(parts, dim=-1)
+        if self.config.members == 1:
+            return F.normalize(self.mlp(inputs), dim=-1)  # (B, 384)
+        return F.normalize(sum(F.normalize(m(inputs), dim=-1) for m in self.mlp), dim=-1)
 
     def forward(self, grid: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return self.image_from_pooled(self.pooled(grid), logits)
@@ -112,6 +122,33 @@ class EmbeddingNet(nn.Module):
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(100.0)).exp()
+
+
+def combine_members(nets: list[EmbeddingNet]) -> EmbeddingNet:
+    """One network from single-MLP networks of one config trained apart (other seeds): an
+    image's vector is the normalised sum of the members' unit vectors, and the text adapter
+    the mean of theirs (on Flickr8k val it ranks as the sum of each member's adapted query to
+    the fourth digit), so a query stays one vector through one linear adapter. The members'
+    weights are rounded to fp16 first, as checkpoints store them, so that members read
+    back from their files combine to the same network."""
+    if len(nets) == 1:
+        return nets[0]
+    configs = {tuple(sorted(n.config.to_dict().items())) for n in nets}
+    if len(configs) != 1 or nets[0].config.members != 1:
+        raise ValueError("members must be single-MLP networks of one config")
+    config = EmbeddingConfig.from_dict({**nets[0].config.to_dict(), "members": len(nets)})
+    combined = EmbeddingNet(config)
+    states = [{k: v.detach().cpu().half().float() for k, v in n.state_dict().items()}
+              for n in nets]
+    merged = {}
+    for key in combined.state_dict():
+        if key.startswith("mlp."):
+            member, rest = key[len("mlp."):].split(".", 1)
+            merged[key] = states[int(member)][f"mlp.{rest}"]
+        else:  # adapter, attention pooling, norm, temperature: the mean
+            merged[key] = sum(s[key] for s in states) / len(states)
+    combined.load_state_dict(merged)
+    return combined.eval()
 
 
 @dataclass

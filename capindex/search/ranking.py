@@ -27,8 +27,8 @@ FUSION_DEPTH = 100
 # the best hit. A query of one or two words names a thing, and the words find it best; a
 # sentence describes a scene, and its meaning does. Chosen on Flickr8k val (docs/search.md):
 SHORT_QUERY_WORDS = 2  # content words (stop words left out) of a short query
-SHORT_QUERY_SHARE = 0.8  # words P@10: see docs/search.md (fusion)
-SENTENCE_SHARE = 0.9  # caption R@10: see docs/search.md (fusion)
+SHORT_QUERY_SHARE = 0.85  # words P@10: see docs/search.md (fusion)
+SENTENCE_SHARE = 0.95  # caption R@10: see docs/search.md (fusion)
 # Reciprocal rank fusion (`fuse`, Cormack et al. 2009), measured and not chosen: at its
 # k = 60 it lost to score fusion on sentences (R@10 0.517-0.641 for weights 1:1 to 1:2).
 RRF_K = 60

@@ -23,6 +23,7 @@ from capindex.model.embedding import (
     ConceptTable,
     EmbeddingConfig,
     EmbeddingNet,
+    combine_members,
     load_embedding,
     save_embedding,
 )
@@ -43,7 +44,7 @@ def _shipped_model() -> dict:
 def _shipped_second_stage() -> dict:
     """Words as queries: from the first stage's best network, at a lower rate, with the
     best epoch chosen by caption R@10 + word P@10 (docs/embedding.md)."""
-    return {"word_weight": 1.0, "lr": 3e-4, "captions_per_image": 2, "epochs": 6,
+    return {"word_weight": 1.0, "lr": 3e-4, "captions_per_image": 2, "epochs": 4,
             "patience": 2, "select_words": True}
 
 
@@ -51,16 +52,16 @@ def _shipped_second_stage() -> dict:
 class EmbeddingTrainConfig:
     """Defaults = the shipped recipe (docs/embedding.md has the lever study behind it)."""
 
-    epochs: int = 8  # most epochs (early stopping may end sooner)
+    epochs: int = 10  # most epochs (early stopping may end sooner)
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.0
     captions_per_image: int = 5  # passes over the images per epoch, each with another caption
     centroid_weight: float = 0.5  # auxiliary InfoNCE against the mean of an image's captions
     hard_batches: float = 0.0  # share of passes whose batches hold images of one cluster
     clusters: int = 32  # k-means clusters of caption centroids, for hard batches
     patience: int = 2  # epochs without a better val R@10 before stopping
-    word_weight: float = 0.0  # auxiliary loss: single words of the captions as queries
+    word_weight: float = 0.3  # auxiliary loss: single words of the captions as queries
     word_min_images: int = 5  # a word is a training query when this many train images use it
     init: str | None = None  # a checkpoint to start from (its model config is kept), or None
     concept_z: float = 2.0  # a concept word's threshold: its mean cosine over the train images
@@ -69,6 +70,11 @@ class EmbeddingTrainConfig:
     # overrides of a second stage that starts from the first's best network (None: one stage)
     then: dict | None = field(default_factory=_shipped_second_stage)
     select_words: bool = False  # the best epoch: by val R@10 + word P@10 (else R@10 alone)
+    crop: float = 0.0  # share of training images pooled over a random window of the grid
+    crop_min: int = 5  # the smallest window side (cells of the 7 x 7 grid)
+    ema: float = 0.0  # evaluate and keep an exponential moving average of the weights (0: off)
+    cosine: bool = False  # the learning rate decays to 0 over `epochs` by a half cosine
+    members: int = 3  # networks trained apart (seeds seed, seed + 1, ...), then combined
     seed: int = 0
     model: dict = field(default_factory=_shipped_model)  # overrides of EmbeddingConfig fields
 
@@ -108,6 +114,7 @@ class EmbeddingData:
     data: list[dict]  # provenance: dataset names and sizes
     timings: dict  # seconds spent on image features and text embeddings
     words: WordQueries | None = None
+    classifier: torch.nn.Linear | None = None  # the encoder's ImageNet head (grid mean -> logits)
 
     def captions_of(self) -> list[torch.Tensor]:
         """Caption indices of each image row."""
@@ -117,8 +124,8 @@ class EmbeddingData:
 
     def centroids(self) -> torch.Tensor:
         """(images, 384) unit mean of each image's caption vectors."""
-        sums = torch.zeros(len(self.pooled), self.text.shape[1])
-        sums.index_add_(0, self.caption_image, self.text)
+        sums = torch.zeros(len(self.pooled), self.text.shape[1], device=self.text.device)
+        sums.index_add_(0, self.caption_image.to(self.text.device), self.text)
         return F.normalize(sums, dim=-1)
 
 
@@ -172,7 +179,7 @@ def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
     grid = torch.cat(grids)  # (images, 49, 1280) fp16
     pooled = torch.cat([g.float().mean(dim=1) for g in grid.split(1024)])  # (images, 1280)
     with torch.no_grad():  # the classifier head on the grid mean, as Encoder.forward does
-        fc = encoder_factory().net._fc
+        fc = copy.deepcopy(encoder_factory().net._fc).float().eval().requires_grad_(False)
         logits = torch.cat([fc(p) for p in pooled.split(1024)])  # (images, 1000)
     encoder.clear()
     caption_image = torch.tensor(caption_image)
@@ -193,7 +200,7 @@ def prepare_data(datasets: list[CaptionDataset], cache_dir: Path,
     return EmbeddingData(grid, pooled, logits, torch.cat(text_vectors).float(),
                          caption_image, train, val, data,
                          {"image_features_s": round(image_seconds, 1),
-                          "text_embeddings_s": round(text_seconds, 1)}, words)
+                          "text_embeddings_s": round(text_seconds, 1)}, words, fc)
 
 
 def _mentions(words: list[str], tokens: list[set[str]], caption_image: torch.Tensor,
@@ -277,11 +284,33 @@ def _word_queries(tokens: list[set[str]], caption_image: torch.Tensor, images: i
 def _info_nce(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over matching rows: images (B, D), texts (B, D)."""
     logits = scale * images @ texts.T  # (B, B)
-    labels = torch.arange(len(images))
+    labels = torch.arange(len(images), device=images.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-def _image_vectors(net: EmbeddingNet, data: EmbeddingData, rows: torch.Tensor) -> torch.Tensor:
+@torch.no_grad()
+def _cropped(data: EmbeddingData, rows: torch.Tensor, config: EmbeddingTrainConfig,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid means and their logits, a random window of the grid for a `config.crop` share of
+    `rows` (the whole grid for the rest): a crop of the photo, as far as mean pooling sees."""
+    n = len(rows)
+    side = math.isqrt(data.grids.shape[1])
+    size = torch.randint(config.crop_min, side + 1, (n,), generator=generator)
+    size = torch.where(torch.rand(n, generator=generator) < config.crop, size, side)
+    y0 = (torch.rand(n, generator=generator) * (side - size + 1)).long()
+    x0 = (torch.rand(n, generator=generator) * (side - size + 1)).long()
+    cells = torch.arange(side)
+    inside_y = (cells >= y0[:, None]) & (cells < (y0 + size)[:, None])  # (n, side)
+    inside_x = (cells >= x0[:, None]) & (cells < (x0 + size)[:, None])
+    mask = (inside_y[:, :, None] & inside_x[:, None, :]).reshape(n, -1, 1).float()  # (n, 49, 1)
+    pooled = (data.grids[rows].float() * mask).sum(dim=1) / mask.sum(dim=1)  # (n, 1280)
+    return pooled, data.classifier(pooled)
+
+
+def _image_vectors(net: EmbeddingNet, data: EmbeddingData, rows: torch.Tensor,
+                   crop: tuple | None = None) -> torch.Tensor:
+    if crop is not None and net.config.pooling == "mean":
+        return net.image_from_pooled(*_cropped(data, rows, *crop))
     if net.config.pooling == "mean":  # the grid mean is precomputed: same numbers, faster
         return net.image_from_pooled(data.pooled[rows], data.logits[rows])
     return net(data.grids[rows].float(), data.logits[rows])
@@ -344,6 +373,27 @@ def _word_loss(net: EmbeddingNet, words: WordQueries, rows: torch.Tensor,
     return (logits.logsumexp(dim=1) - logits.masked_fill(~positive, -math.inf).logsumexp(dim=1)).mean()
 
 
+def fit_members(data: EmbeddingData, config: EmbeddingTrainConfig,
+                log: Callable[[str], None] = print) -> tuple[EmbeddingNet, dict]:
+    """`config.members` networks, each trained by `fit` with seed `config.seed + k`, made
+    one by `combine_members` (an ensemble: docs/embedding.md); its val scores and each
+    member's report."""
+    nets, reports = [], []
+    for k in range(config.members):
+        log(f"member {k + 1} of {config.members} (seed {config.seed + k})")
+        net, report = fit(data, replace(config, seed=config.seed + k, members=1), log)
+        nets.append(net)
+        reports.append(report)
+    net = combine_members(nets)
+    scores = {split.name: evaluate(net, data, split) for split in data.val}
+    log("combined: " + "  ".join(f"{name} R@10 {s['R@10']:.3f} words P@10 "
+                                 f"{s.get('words_P@10', float('nan')):.3f}"
+                                 for name, s in scores.items()))
+    return net, {"best": {"epoch": [r["best"]["epoch"] for r in reports], "val": scores},
+                 "members": reports,
+                 "train_seconds": round(sum(r["train_seconds"] for r in reports), 1)}
+
+
 def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
         log: Callable[[str], None] = print) -> tuple[EmbeddingNet, dict]:
     """Train; return the network of the best epoch (by the first val split's R@10, plus its
@@ -366,7 +416,7 @@ def fit(data: EmbeddingData, config: EmbeddingTrainConfig,
 def _fit_stage(net: EmbeddingNet, data: EmbeddingData, config: EmbeddingTrainConfig,
                log: Callable[[str], None]) -> tuple[EmbeddingNet, dict]:
     torch.manual_seed(config.seed)  # a stage starting from a saved network repeats as one run
-    net.train()
+    net.to(data.pooled.device).train()
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -379,12 +429,20 @@ def _fit_stage(net: EmbeddingNet, data: EmbeddingData, config: EmbeddingTrainCon
         clusters = torch.full((len(data.pooled),), -1, dtype=torch.long)
         clusters[data.train_images] = _kmeans(centroids[data.train_images], config.clusters, generator)
     best, best_key, best_state, stale, history = None, (-math.inf,), None, 0, []
+    averaged = copy.deepcopy(net) if config.ema else None
+    steps_done, total_steps = 0, None
     start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         net.train()
         total, steps = 0.0, 0
-        for rows, caps in _epoch_pairs(data.train_images, captions_of, config, clusters, generator):
-            images = _image_vectors(net, data, rows)  # (B, 384)
+        pairs = _epoch_pairs(data.train_images, captions_of, config, clusters, generator)
+        total_steps = total_steps or len(pairs) * config.epochs
+        for rows, caps in pairs:
+            if config.cosine:
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * steps_done / total_steps))
+            crop = (config, generator) if config.crop else None
+            images = _image_vectors(net, data, rows, crop)  # (B, 384)
             scale = net.scale()
             loss = _info_nce(images, net.text(data.text[caps]), scale)
             if config.centroid_weight:
@@ -394,8 +452,14 @@ def _fit_stage(net: EmbeddingNet, data: EmbeddingData, config: EmbeddingTrainCon
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            steps_done += 1
+            if averaged is not None:
+                with torch.no_grad():
+                    for a, p in zip(averaged.parameters(), net.parameters()):
+                        a.lerp_(p, 1 - config.ema)
             total, steps = total + loss.item(), steps + 1
-        scores = {split.name: evaluate(net, data, split) for split in data.val}
+        judged = averaged if averaged is not None else net
+        scores = {split.name: evaluate(judged, data, split) for split in data.val}
         primary = scores[data.val[0].name]
         history.append({"epoch": epoch, "loss": round(total / max(steps, 1), 4),
                         "temperature": round(1 / float(net.scale().detach()), 4), "val": scores})
@@ -407,7 +471,7 @@ def _fit_stage(net: EmbeddingNet, data: EmbeddingData, config: EmbeddingTrainCon
                primary["R@5"], primary["R@1"])
         if key > best_key:
             best_key, best, stale = key, {"epoch": epoch, "val": scores}, 0
-            best_state = copy.deepcopy(net.state_dict())
+            best_state = copy.deepcopy(judged.state_dict())
         else:
             stale += 1
             if stale >= config.patience:
@@ -422,7 +486,7 @@ def train_embedding(datasets: list[CaptionDataset], out_path: str | Path,
                     log: Callable[[str], None] = print, command: str | None = None) -> dict:
     """Prepare features, train, write the best epoch's checkpoint to `out_path`; the report."""
     data = prepare_data(datasets, Path(cache_dir), log, config.word_min_images)
-    net, report = fit(data, config, log)
+    net, report = fit_members(data, config, log)
     provenance = {
         "model_id": f"capindex-embedding-{dt.date.today():%Y%m%d}",
         "text_model": TEXT_MODEL_ID,
