@@ -22,13 +22,6 @@ if command -v nvidia-smi >/dev/null; then
     nvidia-smi dmon -s u -o T -d 1 >"$out/gpu-utilisation.txt" 2>&1 &
     dmon=$!
 fi
-step() {  # name, command...: run with the time left before the deadline
-    local name=$1 left=$(( deadline - $(date +%s) ))
-    shift
-    if [ "$left" -lt 20 ]; then echo "== $name: skipped, out of time"; return; fi
-    echo "== $name: $*"
-    timeout "$left" "$@" || echo "== $name: failed or cut off (exit $?)"
-}
 bench() {  # name, then throughput.py options
     local name=$1
     shift

