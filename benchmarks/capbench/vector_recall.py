@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .captions import make_query
+from .report import write_json
 from .scale_data import unit_vectors
 from .search import _percentile
 
@@ -134,12 +136,11 @@ def main(argv=None) -> None:
         args.dir.mkdir(parents=True, exist_ok=True)
         result = {"rows": args.rows, "real": str(args.real) if args.real else None,
                   "noise": args.noise if args.real else None, "queries": len(queries),
-                  "load_average": [round(x, 1) for x in __import__("os").getloadavg()],
+                  "load_average": [round(x, 1) for x in os.getloadavg()],
                   "settings": measure(args.dir, vectors, queries, args.settings.split(","))}
-    text = json.dumps(result, indent=1)
-    print(text)
+    print(json.dumps(result, indent=1))
     if args.out:
-        args.out.write_text(text + "\n")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":
