@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Where a hybrid search's time goes, side by side for two checkouts:
 
-    python benchmarks/capbench/search_split.py --library LIB --before ../main --out split.json
+    python benchmarks/capbench/search_split.py --library LIB --before ../main \
+        [--before-library LIB2] --out split.json
 
 Each checkout is measured in a child process of its own (its `capindex` on PYTHONPATH) over
 the same queries (`web_speed.QUERIES` and generated ones, `captions.make_query`), in a warm
@@ -122,6 +123,9 @@ def main() -> None:
     parser.add_argument("--library", type=Path, required=True)
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--before", type=Path, help="another checkout measured beside this one")
+    parser.add_argument("--before-library", type=Path,
+                        help="the library the --before checkout searches (default: --library; "
+                             "another when its keyword index is of another format)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -129,11 +133,12 @@ def main() -> None:
         print(json.dumps(child(args.library, args.queries)))
         return
     report = {"library": str(args.library), "load_average_start": os.getloadavg()}
-    sides = [("before", args.before), ("after", HERE.parents[1])]
-    for name, source in sides:
+    sides = [("before", args.before, args.before_library or args.library),
+             ("after", HERE.parents[1], args.library)]
+    for name, source, library in sides:
         if source is None:
             continue
-        done = subprocess.run([sys.executable, __file__, "--child", "--library", str(args.library),
+        done = subprocess.run([sys.executable, __file__, "--child", "--library", str(library),
                                "--queries", str(args.queries)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(source).resolve())})
         report[name] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0

@@ -195,7 +195,7 @@ class _Ranking:
         self._fused_list: list[tuple[int, float]] | None = None  # hybrid's, once ranked
         if not like and not self.browsing:
             check_query(text)
-        self.index = KeywordIndex(library.keyword_path)
+        self.index = KeywordIndex(library.keyword_path, cache=library.keyword_cache())
         with library.read_catalog() as catalog:
             if self.browsing:
                 if not catalog.has_ok_rows():

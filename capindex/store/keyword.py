@@ -40,11 +40,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from capindex.errors import IndexDamaged, QuerySyntaxError
+from capindex.store import keyword_postings as postings
 from capindex.store.catalog_reader import connect_read_only
 from capindex.store.keyword_query import (
     FIELD_BOOSTS,
     FIELDS,
+    Node,
     Query,
+    Term,
     check_query,
     index_text,
     parse_query,
@@ -54,7 +57,11 @@ __all__ = ["FIELDS", "FIELD_BOOSTS", "FORMAT", "KeywordIndex", "document", "show
 
 # What an index file holds, recorded in its meta table: another value (an older capindex,
 # other fields or analysis) is rebuilt by the next ingest.
-FORMAT = "capindex-fts5-1: " + ",".join(FIELDS) + "; porter unicode61; stop words, min 2"
+FORMAT = ("capindex-fts5-2: " + ",".join(FIELDS) + "; porter unicode61; stop words, min 2; "
+          "postings")
+# Formats search still reads (through FTS5 alone); the next ingest rebuilds them as FORMAT.
+READABLE_FORMATS = (FORMAT, "capindex-fts5-1: " + ",".join(FIELDS)
+                    + "; porter unicode61; stop words, min 2")
 # A run that wrote at least this share of the documents merges the index's b-trees into
 # one at its end ('optimize'); smaller runs leave that to FTS5's automatic merging.
 OPTIMIZE_SHARE = 0.25
@@ -65,6 +72,7 @@ _SCHEMA = (
     "CREATE TABLE seqs (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)",
     f"CREATE VIRTUAL TABLE docs USING fts5({', '.join(FIELDS)}, "
     "tokenize = 'porter unicode61')",
+    *postings.SCHEMA,
 )
 
 
@@ -130,7 +138,8 @@ class KeywordIndex:
     committed by `flush`."""
 
     def __init__(self, path: Path, flush_every: int = 20000, flush_seconds: float = 10.0,
-                 first_flush_seconds: float = 2.0) -> None:
+                 first_flush_seconds: float = 2.0,
+                 cache: postings.SearchCache | None = None) -> None:
         self.path = Path(path)
         self.legacy_dir = self.path.parent / "index"  # an older capindex's Whoosh index
         self.flush_every = flush_every
@@ -142,6 +151,9 @@ class KeywordIndex:
         self._written = 0  # documents written by this writer since the last optimize
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._reader_format: str | None = None
+        self._cache = cache if cache is not None else postings.SearchCache()
+        self._counted: tuple | None = None  # (text, allowed, matches) of the last ranking
 
     def exists(self) -> bool:
         """Whether there is an index file here, readable or not."""
@@ -241,6 +253,12 @@ class KeywordIndex:
                     f"INSERT INTO docs (rowid, {', '.join(FIELDS)}) "
                     f"VALUES (?{', ?' * len(FIELDS)})", [(d[0], *d[2:]) for d in docs])
                 connection.executemany("INSERT INTO seqs VALUES (?, ?)", [d[:2] for d in docs])
+                texts = {d[0]: list(d[2:]) for d in docs}
+                postings.write_segment(connection, {row_id: texts.get(row_id)
+                                                    for row_id in self._pending},
+                                       self._cache.tokenizer)
+                if postings.segment_count(connection) > postings.MAX_SEGMENTS:
+                    postings.merge(connection)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -249,7 +267,15 @@ class KeywordIndex:
             self._pending.clear()
         if final and self._writer is not None:
             documents = self._writer.execute("SELECT count(*) FROM seqs").fetchone()[0]
-            if self._written and self._written >= OPTIMIZE_SHARE * documents:
+            everything = bool(self._written) and self._written >= OPTIMIZE_SHARE * documents
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                postings.merge(self._writer, everything)
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            if everything:
                 self._writer.execute("INSERT INTO docs (docs) VALUES ('optimize')")
                 self._written = 0
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -277,10 +303,11 @@ class KeywordIndex:
 
     def problem(self, thorough: bool = False) -> str | None:
         """Why the index cannot be used ("damaged: ...", "from an older capindex ..."), or
-        None. Without `thorough`: it opens as an SQLite file of this format (cheap, for
-        info); `thorough` also runs SQLite's quick_check (every page) and, unless the file is as
-        the writer recorded it (`_record`), FTS5's integrity-check (the full-text index
-        against its text). An index that is not there at all
+        None. Without `thorough`: it opens as an SQLite file of a format search reads
+        (cheap, for info); `thorough` (ingest's check) also wants this FORMAT, runs SQLite's
+        quick_check (every page) and, unless the file is as the writer recorded it
+        (`_record`), FTS5's integrity-check (the full-text index against its text) and
+        counts the postings' rows against the documents. An index that is not there at all
         is no problem here: whether it should be, the catalogue says."""
         if not self.exists():
             return None
@@ -292,9 +319,11 @@ class KeywordIndex:
             return f"damaged: it cannot be opened ({_describe(exc)})"
         try:
             found = _format(connection)
-            if found != FORMAT:
+            if found not in READABLE_FORMATS:
                 return "from an older capindex (other fields)"
-            connection.execute("SELECT count(*) FROM seqs").fetchone()
+            (count_seqs,) = connection.execute("SELECT count(*) FROM seqs").fetchone()
+            if thorough and found != FORMAT:  # searched as it is; an ingest rebuilds it
+                return "from an older capindex (without postings)"
             if thorough:
                 (check,) = connection.execute("PRAGMA quick_check(1)").fetchone()
                 if check != "ok":
@@ -303,9 +332,11 @@ class KeywordIndex:
                     return None
                 connection.execute("INSERT INTO docs (docs) VALUES ('integrity-check')")
                 count_docs = connection.execute("SELECT count(*) FROM docs").fetchone()[0]
-                count_seqs = connection.execute("SELECT count(*) FROM seqs").fetchone()[0]
                 if count_docs != count_seqs:
                     return f"damaged: {count_docs} documents but {count_seqs} row versions"
+                live = postings.load_live(connection).rows
+                if live != count_seqs:
+                    return f"damaged: its postings hold {live} rows, its documents {count_seqs}"
         except sqlite3.Error as exc:
             return f"damaged: it could not be read ({_describe(exc)})"
         finally:
@@ -367,7 +398,8 @@ class KeywordIndex:
             except sqlite3.Error as exc:
                 raise self._damaged(exc) from exc
             try:
-                if _format(connection) != FORMAT:
+                found = _format(connection)
+                if found not in READABLE_FORMATS:
                     problem = "from an older capindex (other fields)"
             except sqlite3.Error as exc:
                 connection.close()
@@ -375,7 +407,7 @@ class KeywordIndex:
             if problem:
                 connection.close()
                 raise IndexDamaged(str(self.path.parent), problem)
-            self._reader = connection
+            self._reader, self._reader_format = connection, found
         return self._reader
 
     def _damaged(self, exc: sqlite3.Error) -> Exception:
@@ -415,7 +447,6 @@ class KeywordIndex:
         query = parse_query(text)
         if query is None or limit <= 0 or (allowed is not None and not allowed):
             return []
-        where, params = _allowed_clause(allowed, "rowid")
         if query.positive is None:
             where, params = _allowed_clause(allowed, "id")
             return [(row_id, 0.0) for (row_id,) in self._rows(
@@ -425,15 +456,56 @@ class KeywordIndex:
         columns = tuple(f for f in FIELDS if weights[f] > 0)
         if not columns:
             return []
+        found = None
+        if columns == FIELDS:
+            found = self._rank_words(query, tuple(float(weights[f]) for f in FIELDS), limit,
+                                     allowed)
+        if found is None:
+            return self._rank_fts(query, weights, columns, limit, allowed)
+        ranked, matches = found
+        self._counted = (text, allowed, matches)
+        return ranked
+
+    def _rank_fts(self, query: Query, weights: dict[str, float], columns: tuple[str, ...],
+                  limit: int, allowed: set[int] | None) -> list[tuple[int, float]]:
+        """Any query, ranked by FTS5's bm25() in SQL (every match is scored)."""
+        where, params = _allowed_clause(allowed, "rowid")
         bm25 = ", ".join(repr(float(weights[f])) for f in FIELDS)
         found = self._rows(
             f"SELECT rowid, bm25(docs, {bm25}) AS score FROM docs WHERE docs MATCH ?{where} "
             "ORDER BY score, rowid LIMIT ?", (query.match(columns), *params, limit))
         return [(row_id, -score) for row_id, score in found]
 
+    def _rank_words(self, query: Query, weights: tuple[float, ...], limit: int,
+                    allowed: set[int] | None) -> tuple[list[tuple[int, float]], int] | None:
+        """The FTS5 ranking of a query of plain words (each in every field), computed from
+        the postings (`keyword_postings.rank`: the same scores and order, without scoring
+        every match in SQL), and how many rows match; None for any other query or an
+        index without postings."""
+        words = _plain_words(query.positive)
+        connection = self._read_connection()
+        if words is None or self._reader_format != FORMAT:
+            return None
+        tokens = self._cache.tokenizer.tokens(words)
+        if any(len(tokens[word]) != 1 for word in words):
+            return None  # a word FTS5 splits is a phrase: FTS5 ranks it
+        excluded = self.excluded_ids_of(query) if query.negative is not None else None
+        try:
+            connection.execute("BEGIN")
+            try:
+                live = self._cache.get(connection)
+                return postings.rank(connection, live, [tokens[w][0] for w in words],
+                                     weights, limit, allowed, excluded)
+            finally:
+                connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from exc
+
     def count(self, text: str, allowed: set[int] | None = None) -> int:
         """How many documents match `text` (of the `allowed` row ids only, when given);
-        nothing is scored."""
+        nothing is scored (and nothing asked again just after a `search` that counted)."""
+        if self._counted is not None and self._counted[:2] == (text, allowed):
+            return self._counted[2]
         check_query(text)
         query = parse_query(text)
         if query is None or (allowed is not None and not allowed):
@@ -453,8 +525,23 @@ class KeywordIndex:
         query: Query | None = parse_query(text)
         if query is None or query.negative is None:
             return set()
+        return self.excluded_ids_of(query)
+
+    def excluded_ids_of(self, query: Query) -> set[int]:
         return {row_id for (row_id,) in self._rows(
             "SELECT rowid FROM docs WHERE docs MATCH ?", (query.excluded(),))}
+
+
+def _plain_words(node) -> list[str] | None:
+    """The words of a query that is one word or an OR of words, each searched in every
+    field (no phrase, field or prefix), in order; None for any other query."""
+    children = node.children if isinstance(node, Node) and node.op == "or" else (node,)
+    words = []
+    for child in children:
+        if not isinstance(child, Term) or child.field or child.prefix or len(child.words) != 1:
+            return None
+        words.append(child.words[0])
+    return words
 
 
 def _allowed_clause(allowed: set[int] | None, column: str) -> tuple[str, tuple]:

@@ -68,6 +68,7 @@ class LibraryDir:
         self.thumbs_dir = self.root / "thumbs"
         self.lock_path = self.root / "ingest.lock"
         self._vectors = None  # vector_index(), made on first use
+        self._keyword_cache = None  # keyword_cache(), made on first use
 
     def __repr__(self) -> str:
         return f"LibraryDir({str(self.root)!r})"
@@ -144,6 +145,15 @@ class LibraryDir:
 
             self._vectors = VectorIndex(self.vectors_dir)
         return self._vectors
+
+    def keyword_cache(self):
+        """What the library's keyword searches keep between searches (one per LibraryDir,
+        as `vector_index`): `keyword_postings.SearchCache`."""
+        if self._keyword_cache is None:
+            from capindex.store.keyword_postings import SearchCache
+
+            self._keyword_cache = SearchCache()
+        return self._keyword_cache
 
     def make_root(self) -> None:
         """Create the library folder, owner-only."""
