@@ -31,15 +31,22 @@ class Work:
     caption: bool  # caption it (with its vector): a new, changed, recaptioned or retried file
     detect: bool  # find its objects
     embed: bool  # its vector alone: an unchanged row whose vector another embedding made
+    # Instead, when the file turns out to hold content catalogued under a row whose objects
+    # or vector are outdated (moved, touched: decoded only then, `Plan.enrich_hashes`):
+    # that row's caption is kept, its objects and vector are made again (both: which one
+    # is outdated is known per row, and a moved file's row only when it is placed).
+    if_reused: Work | None = None
 
 
 def work_for(task: Task, detector_id: str | None, embedding_id: str | None) -> Work:
     """An "enrich" task keeps its caption and needs only what its row lacks (`plan.py`)."""
-    enrich = task.reason == "enrich"
-    return Work(
-        caption=not enrich,
-        detect=detector_id is not None and (not enrich or task.old.detector_id != detector_id),
-        embed=enrich and embedding_id is not None and task.old.embedding_model != embedding_id)
+    if task.reason == "enrich":
+        return Work(caption=False,
+                    detect=detector_id is not None and task.old.detector_id != detector_id,
+                    embed=embedding_id is not None and task.old.embedding_model != embedding_id)
+    return Work(caption=True, detect=detector_id is not None, embed=False,
+                if_reused=Work(caption=False, detect=detector_id is not None,
+                               embed=embedding_id is not None))
 
 
 @dataclass
@@ -59,7 +66,8 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
 
     `provenance()` gives the captions' provenance columns; a `DeferredCaptioner` loads its
     model when it is first called (the local engine counts that time apart)."""
-    imaged = [(item, w) for item, w in zip(batch.items, work) if item.has_image]  # batch.images' rows
+    imaged = [(item, (w.if_reused or w) if item.reused else w)  # batch.images' rows
+              for item, w in zip(batch.items, work) if item.has_image]
     out = Inferred()
     images = batch.images
     device = placement(captioner)[0] if images is not None else "cpu"
