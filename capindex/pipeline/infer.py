@@ -57,6 +57,7 @@ class Inferred:
     objects: dict[int, tuple[list[dict] | None, str | None]] = field(default_factory=dict)
     vectors: dict = field(default_factory=dict)  # position -> (vector, concept words), embed only
     made_by: dict | None = None  # the captions' provenance columns, when any were made
+    notes: list[str] = field(default_factory=list)  # for the user (the detector's fallback)
 
 
 def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLike,
@@ -82,6 +83,7 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
     if to_detect:
         sizes = [(imaged[k][0].meta["width"], imaged[k][0].meta["height"]) for k in to_detect]
         out.objects = dict(zip(to_detect, detect_objects(detector, images_of(to_detect), sizes)))
+        out.notes = detector.take_notes()
     to_caption = [k for k, (_, w) in enumerate(imaged) if w.caption]
     if to_caption:
         out.made_by = provenance()

@@ -236,6 +236,8 @@ def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
     captioned rows, objects and vectors of unchanged rows, moves, errors."""
     summary = plan.summary
     summary.captioned += len(inferred.captions)
+    for note in inferred.notes:
+        events.notice(note)
     position = {item.index: k for k, item in enumerate(i for i in items if i.has_image)}
     changes = Changes()
     for item in items:
