@@ -171,3 +171,21 @@ def test_files_whose_row_is_current_are_reused_without_decoding(tmp_path, sample
                        "embedding_model"):
             assert row[column] == old[column], (row["path"], column)
     assert rows[str(samples / "camera.jpg")]["user_caption"] == "launch day"
+
+
+def test_an_outdated_file_whose_content_also_moved_is_enriched(tmp_path, samples, fake):
+    """An unchanged file's enrich is not lost when a moved copy of it is reused."""
+    import shutil
+
+    lib = capindex.Library(tmp_path / "lib")
+    cat = samples / "chelsea.jpg"
+    lib.ingest([cat], captioner=fake, detector=CountingDetector().deferred("old@1"), workers=0)
+    copy = shutil.copy(cat, samples / "copy.jpg")
+    lib.ingest([copy], captioner=fake, detector=CountingDetector().deferred("new@2"), workers=0)
+    (samples / "copy.jpg").rename(samples / "moved.jpg")  # its row is current; the cat's is not
+
+    model = CountingDetector()
+    summary = lib.ingest([samples], captioner=fake, detector=model.deferred("new@2"), workers=0)
+    rows = check_library(lib.root)
+    assert rows[str(cat)]["detector_id"] == "new@2"
+    assert (summary.enriched, summary.moved) == (1, 1)

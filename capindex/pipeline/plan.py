@@ -157,7 +157,11 @@ def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[
     reused = [s for s in plan.orphans.values() if reusable(s)] + [
         t.old for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
     plan.reuse_hashes = frozenset(s.sha256 for s in reused)
-    plan.enrich_hashes = frozenset(s.sha256 for s in reused if outdated(s))
+    plan.enrich_hashes = frozenset(
+        [s.sha256 for s in reused if outdated(s)]
+        # an enrich task's own file, when a moved copy of it makes its content a reused one
+        + [t.old.sha256 for t in plan.tasks
+           if t.reason == "enrich" and t.old.sha256 in plan.reuse_hashes])
     return plan
 
 
