@@ -140,6 +140,12 @@ def read_labels(path: str | Path) -> list[str]:
                          f"{exc.strerror or exc}") from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message in one line (its first, at most 200 characters)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def grid_offsets(size: int, strides=STRIDES) -> tuple[np.ndarray, np.ndarray]:
     """Each output row's cell (x, y) (N, 2) and stride (N, 1), in the model's output order."""
     cells, steps = [], []
@@ -199,8 +205,10 @@ class Detector:
 
         `device`: where it runs; `backend`: "onnxruntime" (CPU only), "torch" (the port,
         weights from the `.safetensors` beside `path`, which must have been converted from
-        that very file) or "auto": onnxruntime on a CPU, torch elsewhere (on this 2-core
-        CPU onnxruntime was the faster, docs/performance.md).
+        that very file; run once on `device` here, so that a device it cannot use is a
+        ModelError now) or "auto": onnxruntime on a CPU, torch elsewhere (on this 2-core
+        CPU onnxruntime was the faster, docs/performance.md; ingest falls back to the CPU
+        when the torch port fails on a GPU, `pipeline/detect.py`).
         `threads`: onnxruntime's intra-op threads (None: its default, one per core).
         `labels`: the class-name file (None: the shipped COCO list).
         `input_size`: for an export whose height and width are free (None: INPUT_SIZE); the
@@ -225,7 +233,14 @@ class Detector:
             from capindex.model.yolox_torch import load_yolox
 
             digest = checkpoint_sha256(path)
-            model = load_yolox(path.with_suffix(".safetensors"), digest, len(names)).to(device)
+            port = load_yolox(path.with_suffix(".safetensors"), digest, len(names))
+            try:  # a device it cannot use fails here, in one line, not on each batch
+                model = port.to(device)
+                with torch.inference_mode():
+                    model(next(model.parameters()).new_zeros(1, 3, STRIDES[-1], STRIDES[-1]))
+            except Exception as exc:  # no CUDA, no kernel for this GPU, out of memory...
+                raise ModelError(f"the torch detector cannot run on {device} "
+                                 f"({_first_line(exc)})") from exc
             return cls(None, names, model_id, digest, config, input_size, model=model)
         try:
             import onnxruntime as ort
@@ -242,8 +257,7 @@ class Detector:
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, ...)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{path} is not a usable ONNX model ({reason[:200]})") from exc
+            raise ModelError(f"{path} is not a usable ONNX model ({_first_line(exc)})") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
         out_shape = outputs[0].shape if len(outputs) == 1 else None
         if (len(inputs) != 1 or len(inputs[0].shape) != 4 or out_shape is None

@@ -48,7 +48,8 @@ class Decoded:
     size: int | None = None
     mtime_ns: int | None = None
     sha256: str | None = None
-    reused: bool = False  # content already captioned: not decoded
+    reused: bool = False  # content already captioned: not captioned again; decoded
+    # (has_image) only when its row's objects or vector are outdated (`enrich_hashes`)
     meta: dict = field(default_factory=dict)  # width, height, format, EXIF fields
     error: str | None = None
     has_image: bool = False
@@ -106,13 +107,17 @@ class DecodeDataset(Dataset):
     """paths[i] -> (Decoded, uint8 pixels (3, 224, 224) or None).
 
     `read(path, max_size)` defaults to `read_file`; `max_file_size` None reads any size.
+    A file whose hash is in `reuse_hashes` is `reused`, and decoded only when its hash is
+    in `enrich_hashes` too (`plan.Plan`).
     """
 
     def __init__(self, paths: Sequence[str], reuse_hashes: frozenset[str] = frozenset(),
                  read: Callable[[str, int | None], tuple[bytes, os.stat_result]] | None = None,
-                 max_file_size: int | None = None) -> None:
+                 max_file_size: int | None = None,
+                 enrich_hashes: frozenset[str] = frozenset()) -> None:
         self.paths = list(paths)
         self.reuse_hashes = reuse_hashes
+        self.enrich_hashes = enrich_hashes
         self.read = read or read_file  # looked up now, so tests can patch the module's read_file
         self.max_file_size = max_file_size
 
@@ -133,11 +138,13 @@ class DecodeDataset(Dataset):
             return item, None
         if item.sha256 in self.reuse_hashes:
             item.reused = True
-            return item, None
+            if item.sha256 not in self.enrich_hashes:
+                return item, None
         try:
             item.meta, tensor = decode_image(data)
         except Exception as exc:  # Pillow raises many types for damaged files
-            item.error = describe_failure(exc)
+            if not item.reused:  # else its row is kept as it is; the next run enriches it
+                item.error = describe_failure(exc)
             return item, None
         item.has_image = True
         return item, tensor

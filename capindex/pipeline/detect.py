@@ -9,6 +9,10 @@ The detector is passed in like the captioner: `load_detector()` gives the real o
 when first used (a run with nothing to read loads none); tests may pass None (no objects).
 Pixels on a GPU (the captioner's, `infer.run_models` moves them there) are letterboxed and
 detected there in one call, by the torch port; on a CPU onnxruntime runs the export.
+With the backend "auto" (ingest's), a torch port that cannot load or run on the GPU (no
+weights file, no kernel for that GPU, no memory) leaves the detection to the CPU's
+onnxruntime for the rest of the run, which a note says once (`take_notes`, shown by
+ingest); the backend "torch", asked for, fails with the ModelError instead.
 A detector that fails on an image records nothing for it (`objects` stays null, so the next
 run tries again) and says why in one line; the caption still lands.
 """
@@ -27,15 +31,19 @@ if TYPE_CHECKING:
 
 class DeferredDetector:
     """A detector loaded when first used; `detector_id` (what a row records) is known from
-    the model file alone. `load_on(device)`, when given, loads it for a GPU (`on`)."""
+    the model file alone. `load_on(device)`, when given, loads it for a GPU (`on`);
+    `fall_back`: when that fails, the CPU's detects instead (with a note) rather than the
+    error being raised."""
 
     def __init__(self, detector_id: str, load: Callable,
-                 load_on: Callable[[str], object] | None = None) -> None:
+                 load_on: Callable[[str], object] | None = None, fall_back: bool = False) -> None:
         self.detector_id = detector_id
         self._load = load
         self._load_on = load_on
+        self.fall_back = fall_back
         self._detector = None
         self._on: dict[str, object] = {}
+        self._notes: list[str] = []
 
     @property
     def detector(self):
@@ -46,16 +54,40 @@ class DeferredDetector:
 
     def on(self, device) -> object:
         """The detector for pixels on `device`: the CPU's, unless a GPU one can be loaded."""
-        if str(device) == "cpu" or self._load_on is None:
+        where = str(device)
+        if where == "cpu" or self._load_on is None:
             return self.detector
-        if str(device) not in self._on:
-            self._on[str(device)] = self._load_on(str(device))
-        return self._on[str(device)]
+        if where not in self._on:
+            try:
+                self._on[where] = self._load_on(where)
+            except Exception as exc:  # torch's and CUDA's errors as well as ModelError
+                if not self.fall_back:
+                    raise
+                self._on[where] = self.detector
+                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else (
+                    type(exc).__name__)
+                self._notes.append(f"the object detector runs on the CPU (onnxruntime), "
+                                   f"not on {where}: {reason}")
+        return self._on[where]
+
+    def take_notes(self) -> list[str]:
+        """What the user should know about the detector since the last call (one line each)."""
+        notes, self._notes = self._notes, []
+        return notes
 
 
-def load_detector(path: str | Path | None = None) -> DeferredDetector:
-    """The shipped YOLOX-nano (or the ONNX file at `path`), loaded when first used."""
+def load_detector(path: str | Path | None = None, backend: str = "auto") -> DeferredDetector:
+    """The shipped YOLOX-nano (or the ONNX file at `path`), loaded when first used.
+
+    `backend` (`Detector.load`'s): "auto" detects pixels on a CPU with onnxruntime and
+    pixels on a GPU with the torch port there, or, when it cannot load or run there, with
+    onnxruntime on the CPU (`DeferredDetector.on`, a note); "torch" uses the port wherever
+    the pixels are, and raises ModelError when it cannot; "onnxruntime" detects on the CPU
+    wherever the pixels are."""
     from capindex.model import DEFAULT_DETECTOR, checkpoint_sha256
+
+    if backend not in ("auto", "onnxruntime", "torch"):  # model.detector.BACKENDS (imports torch)
+        raise ValueError(f"backend must be auto, onnxruntime or torch, not {backend!r}")
 
     path = Path(path or DEFAULT_DETECTOR)
     try:
@@ -66,9 +98,11 @@ def load_detector(path: str | Path | None = None) -> DeferredDetector:
     def load(device: str = "cpu"):
         from capindex.model.detector import Detector
 
-        return Detector.load(path, device=device)  # onnxruntime on the CPU, else torch
+        return Detector.load(path, device=device, backend=backend)
 
-    return DeferredDetector(f"{path.stem.replace('_', '-')}@{digest[:12]}", load, load)
+    return DeferredDetector(f"{path.stem.replace('_', '-')}@{digest[:12]}", load,
+                            None if backend == "onnxruntime" else load,
+                            fall_back=backend == "auto")
 
 
 def detect_objects(detector: DeferredDetector, images: torch.Tensor,

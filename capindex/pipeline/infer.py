@@ -31,15 +31,22 @@ class Work:
     caption: bool  # caption it (with its vector): a new, changed, recaptioned or retried file
     detect: bool  # find its objects
     embed: bool  # its vector alone: an unchanged row whose vector another embedding made
+    # Instead, when the file turns out to hold content catalogued under a row whose objects
+    # or vector are outdated (moved, touched: decoded only then, `Plan.enrich_hashes`):
+    # that row's caption is kept, its objects and vector are made again (both: which one
+    # is outdated is known per row, and a moved file's row only when it is placed).
+    if_reused: Work | None = None
 
 
 def work_for(task: Task, detector_id: str | None, embedding_id: str | None) -> Work:
     """An "enrich" task keeps its caption and needs only what its row lacks (`plan.py`)."""
-    enrich = task.reason == "enrich"
-    return Work(
-        caption=not enrich,
-        detect=detector_id is not None and (not enrich or task.old.detector_id != detector_id),
-        embed=enrich and embedding_id is not None and task.old.embedding_model != embedding_id)
+    if task.reason == "enrich":
+        return Work(caption=False,
+                    detect=detector_id is not None and task.old.detector_id != detector_id,
+                    embed=embedding_id is not None and task.old.embedding_model != embedding_id)
+    return Work(caption=True, detect=detector_id is not None, embed=False,
+                if_reused=Work(caption=False, detect=detector_id is not None,
+                               embed=embedding_id is not None))
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Inferred:
     objects: dict[int, tuple[list[dict] | None, str | None]] = field(default_factory=dict)
     vectors: dict = field(default_factory=dict)  # position -> (vector, concept words), embed only
     made_by: dict | None = None  # the captions' provenance columns, when any were made
+    notes: list[str] = field(default_factory=list)  # for the user (the detector's fallback)
 
 
 def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLike,
@@ -59,7 +67,8 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
 
     `provenance()` gives the captions' provenance columns; a `DeferredCaptioner` loads its
     model when it is first called (the local engine counts that time apart)."""
-    imaged = [(item, w) for item, w in zip(batch.items, work) if item.has_image]  # batch.images' rows
+    imaged = [(item, (w.if_reused or w) if item.reused else w)  # batch.images' rows
+              for item, w in zip(batch.items, work) if item.has_image]
     out = Inferred()
     images = batch.images
     device = placement(captioner)[0] if images is not None else "cpu"
@@ -74,6 +83,7 @@ def run_models(batch: DecodedBatch, work: Sequence[Work], captioner: CaptionerLi
     if to_detect:
         sizes = [(imaged[k][0].meta["width"], imaged[k][0].meta["height"]) for k in to_detect]
         out.objects = dict(zip(to_detect, detect_objects(detector, images_of(to_detect), sizes)))
+        out.notes = detector.take_notes()
     to_caption = [k for k, (_, w) in enumerate(imaged) if w.caption]
     if to_caption:
         out.made_by = provenance()

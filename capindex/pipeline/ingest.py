@@ -10,9 +10,11 @@ on a Ray cluster. The plan, the rows and the commits are the same for both.
 
 What a re-run does with each file: `plan.py`. A file whose content is already
 catalogued (moved, renamed, touched) keeps its row and caption without decoding
-(`Relocations`); the rest are captioned; orphans not claimed by a move are deleted.
-An unchanged file whose objects were never looked for is read again for them only
-("enrich"), so an existing library gains them without captioning again.
+(`Relocations`), unless that row's objects or vector were made by another model than
+this run's: then it is decoded for them, as an enrich; the rest are captioned; orphans
+not claimed by a move are deleted. An unchanged file whose objects or vector are missing
+or outdated is read again for them only ("enrich"), so an existing library gains them
+without captioning again.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ if TYPE_CHECKING:  # the decode stage imports torch: only a run with files to re
 _CONTENT_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model",
                     "gps_lat", "gps_lon", "caption", "user_caption", "caption_score",
                     "alt_captions", "tags", "objects", "detector_id", "model_id",
-                    "weights_hash", "decoding")
+                    "weights_hash", "decoding", "embedding", "embedding_model", "concepts")
 # Columns an upsert leaves as they are: the row's identity, and the user's caption
 # (`Library.edit_caption`), which a row captioned again (or by another model) keeps.
 _KEPT_COLUMNS = ("id", "seq", "user_caption")
@@ -209,7 +211,7 @@ def local_batches(plan: Plan, captioner: CaptionerLike, detector: DeferredDetect
     from capindex.pipeline.decode import DecodeDataset
 
     dataset = DecodeDataset([t.found.path for t in plan.tasks], plan.reuse_hashes,
-                            max_file_size=options.max_file_size)
+                            max_file_size=options.max_file_size, enrich_hashes=plan.enrich_hashes)
     detector_id = detector.detector_id if detector else None
     embedding_id = getattr(captioner, "embedding_id", None)
     for batch in decode_loader(dataset, options):
@@ -234,6 +236,8 @@ def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
     captioned rows, objects and vectors of unchanged rows, moves, errors."""
     summary = plan.summary
     summary.captioned += len(inferred.captions)
+    for note in inferred.notes:
+        events.notice(note)
     position = {item.index: k for k, item in enumerate(i for i in items if i.has_image)}
     changes = Changes()
     for item in items:
@@ -244,16 +248,7 @@ def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
                 if item.error:  # the next run tries again; the row stays as it is
                     events.notice(f"{key}: not read again for objects and vector: {item.error}")
                 continue
-            k = position[item.index]
-            fields = {}
-            objects, why = inferred.objects.get(k, (None, None))
-            if why:
-                events.notice(f"{key}: {why}")
-            elif objects is not None:  # found only where the row needed them
-                fields.update(objects=objects, detector_id=detector.detector_id)
-            if k in inferred.vectors:
-                vector, words = inferred.vectors[k]
-                fields.update(embedding_columns(vector, embedding_id, words))
+            fields = _signals(key, position[item.index], inferred, detector, embedding_id, events)
             if fields:
                 changes.updates.append((task.old.id, fields))
                 summary.enriched += 1
@@ -262,8 +257,10 @@ def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
             events.skipped(key, item.error)
             changes.upserts.append(_error_row(task.found, item.error, item))
             summary.failed += 1
-        elif item.reused:
-            relocations.place(task, item, changes)
+        elif item.reused:  # decoded only when its row's objects or vector are outdated
+            relocations.place(task, item, changes, _signals(
+                key, position[item.index], inferred, detector, embedding_id, events)
+                if item.has_image else {})
         else:
             k = position[item.index]
             objects, why = inferred.objects.get(k, (None, None))
@@ -278,9 +275,26 @@ def batch_changes(items: list[Decoded], inferred: Inferred, plan: Plan,
     return changes
 
 
+def _signals(key: str, k: int, inferred: Inferred, detector: DeferredDetector | None,
+             embedding_id: str | None, events: Events) -> dict:
+    """The columns of the objects and vector the models made for the batch's image `k`
+    (of a file whose caption is kept), those they made; a detector's failure is noticed."""
+    fields = {}
+    objects, why = inferred.objects.get(k, (None, None))
+    if why:
+        events.notice(f"{key}: {why}")
+    elif objects is not None:  # found only where the row needed them
+        fields.update(objects=objects, detector_id=detector.detector_id)
+    if k in inferred.vectors:
+        vector, words = inferred.vectors[k]
+        fields.update(embedding_columns(vector, embedding_id, words))
+    return fields
+
+
 class Relocations:
     """Files whose content is already catalogued: each claims the row it came from (a move
-    or a touch keeps id and caption), or copies another row's content (a duplicate)."""
+    or a touch keeps id and caption), or copies another row's content (a duplicate), with
+    the objects and vector made again for it where that row's were outdated (`signals`)."""
 
     def __init__(self, plan: Plan, catalog) -> None:
         self.plan = plan
@@ -292,21 +306,25 @@ class Relocations:
         # What reused content looked like before this run changed any row.
         self.contents = catalog.contents_by_hash(plan.reuse_hashes, _CONTENT_COLUMNS)
 
-    def place(self, task: Task, item: Decoded, changes: Changes) -> None:
+    def place(self, task: Task, item: Decoded, changes: Changes, signals: dict) -> None:
         summary = self.plan.summary
         file_fields = {"path": task.found.key, "size": item.size, "mtime_ns": item.mtime_ns}
         candidates = self.by_hash.get(item.sha256)
         if task.old and task.old.sha256 == item.sha256:  # touched, same content
-            changes.relocations.append((task.old.id, file_fields))
-            summary.unchanged += 1
+            changes.relocations.append((task.old.id, file_fields | signals))
+            if signals:  # counted as an unchanged file's enrich
+                summary.enriched += 1
+            else:
+                summary.unchanged += 1
         elif candidates:  # moved or renamed: the row follows the file
             source = candidates.pop()
             self.claimed.add(source.id)
-            changes.relocations.append((source.id, file_fields))
+            changes.relocations.append((source.id, file_fields | signals))
             summary.moved += 1
         else:  # content captioned before under another path (files swapped...)
             row = _blank_row(task.found, item)
             row.update(self.contents[item.sha256], status="ok")
+            row.update(signals)
             changes.upserts.append(row)
             _count(summary, task.reason)
 

@@ -5,7 +5,9 @@ and stat() (no file is opened).
   is retried only with --retry-failed; a caption by another model is redone
   only with --recaption);
 - otherwise it is a task: read and hashed, then captioned unless its content is
-  already catalogued (a moved, renamed or touched file: `reuse_hashes`);
+  already catalogued (a moved, renamed or touched file: `reuse_hashes`); such a file
+  is decoded only when that row's objects or vector were made by another model than
+  this run's, or are missing (`enrich_hashes`): they are made again, the caption kept;
 - a file over `options.max_file_size` fails without being opened;
 - a catalogued file under the given paths that is no longer found is an orphan:
   deleted at the end of the run, unless it turns out to have moved (not after an
@@ -64,6 +66,7 @@ class Plan:
     failures: list[Found] = field(default_factory=list)  # discovery errors to record
     orphans: dict[str, FileState] = field(default_factory=dict)  # catalogued, not found now
     reuse_hashes: frozenset[str] = frozenset()
+    enrich_hashes: frozenset[str] = frozenset()  # of those, rows whose objects or vector are outdated
     summary: Summary = field(default_factory=Summary)
 
 
@@ -147,10 +150,18 @@ def plan_ingest(catalog: CatalogStates, found: Iterable[Found], roots: Sequence[
         return bool(state and state.status == "ok" and state.sha256
                     and (not options.recaption or state.weights_hash == weights_hash))
 
-    plan.reuse_hashes = frozenset(
-        [s.sha256 for s in plan.orphans.values() if reusable(s)]
-        + [t.old.sha256 for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
-    )
+    def outdated(state: FileState) -> bool:  # as an unchanged row that gets an "enrich" task
+        return bool((detector_id and state.detector_id != detector_id)
+                    or (embedding_id and state.embedding_model != embedding_id))
+
+    reused = [s for s in plan.orphans.values() if reusable(s)] + [
+        t.old for t in plan.tasks if t.reason == "changed" and reusable(t.old)]
+    plan.reuse_hashes = frozenset(s.sha256 for s in reused)
+    plan.enrich_hashes = frozenset(
+        [s.sha256 for s in reused if outdated(s)]
+        # an enrich task's own file, when a moved copy of it makes its content a reused one
+        + [t.old.sha256 for t in plan.tasks
+           if t.reason == "enrich" and t.old.sha256 in plan.reuse_hashes])
     return plan
 
 

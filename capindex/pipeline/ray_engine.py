@@ -131,7 +131,7 @@ class _Stages:
         with warnings.catch_warnings():  # retry limits are Ray's deprecated ray_remote_args
             warnings.simplefilter("ignore", DeprecationWarning)
             data = data.map(_decode_chunk, num_cpus=1, max_retries=self.retries, fn_kwargs={
-                "reuse_hashes": self.plan.reuse_hashes,
+                "reuse_hashes": self.plan.reuse_hashes, "enrich_hashes": self.plan.enrich_hashes,
                 "max_file_size": self.options.max_file_size})
             data = data.map(_ModelActor, fn_constructor_args=(self.captioner, self.detector),
                             compute=ray.data.ActorPoolStrategy(size=self.actors),
@@ -153,7 +153,8 @@ class _Stages:
         return [chunk for chunk in chunks if chunk.start not in done]
 
 
-def _decode_chunk(row: dict, reuse_hashes: frozenset[str], max_file_size: int | None) -> dict:
+def _decode_chunk(row: dict, reuse_hashes: frozenset[str], enrich_hashes: frozenset[str],
+                  max_file_size: int | None) -> dict:
     """A Ray task: read, hash and decode one chunk's files as the local decode workers do."""
     import torch
 
@@ -161,7 +162,8 @@ def _decode_chunk(row: dict, reuse_hashes: frozenset[str], max_file_size: int | 
 
     torch.set_num_threads(1)  # as a local decode worker
     paths, _ = pickle.loads(row["spec"])
-    dataset = DecodeDataset(paths, reuse_hashes, max_file_size=max_file_size)
+    dataset = DecodeDataset(paths, reuse_hashes, max_file_size=max_file_size,
+                            enrich_hashes=enrich_hashes)
     batch = collate([dataset[i] for i in range(len(paths))])
     for item in batch.items:
         item.index += row["start"]  # the task's position in the plan

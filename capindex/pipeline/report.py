@@ -13,7 +13,8 @@ class Summary:
     unchanged: int = 0
     recaptioned: int = 0
     retried: int = 0  # previously failed files that now worked
-    enriched: int = 0  # unchanged files whose objects were looked for (caption kept)
+    enriched: int = 0  # unchanged or touched files whose objects or vector were made again
+    # (caption kept)
     deleted: int = 0
     failed: int = 0  # files (or folders) that could not be read in this run
     previously_failed: int = 0  # failed before, unchanged, not retried
