@@ -89,6 +89,7 @@ def test_plain_word_queries_rank_as_fts5_exactly(tmp_path, final):
 
 def test_many_commits_are_merged_and_still_rank_alike(tmp_path, monkeypatch):
     monkeypatch.setattr(postings, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(postings, "MERGE_TERMS", 4)  # a merge goes a few words at a time
     rng = random.Random(3)
     path = tmp_path / "keyword.sqlite"
     index = KeywordIndex(path)

@@ -35,6 +35,7 @@ K1 = 1.2
 B = 0.75
 # More segments than this after a commit: the ones after the largest are merged into one.
 MAX_SEGMENTS = 32
+MERGE_TERMS = 20_000  # words whose postings a merge holds in memory at once
 SCHEMA = (
     "CREATE TABLE segments (id INTEGER PRIMARY KEY, docs BLOB NOT NULL, lengths BLOB NOT NULL,"
     " deleted BLOB NOT NULL)",
@@ -193,28 +194,31 @@ def merge(connection: sqlite3.Connection, everything: bool = False) -> int:
         named = np.concatenate([_array(blob, np.uint32) for (blob,) in connection.execute(
             "SELECT deleted FROM segments WHERE id >= ?", (first,))] + [deleted])
         deleted = np.unique(named[live.current[named] == 0]).astype(np.uint32)
-    rows = []
     marks = ",".join("?" * len(merged))
-    current_term, ids, codes = None, [], []
-    for term, seg, docs, shapes in connection.execute(
-            f"SELECT term, segment, docs, shapes FROM postings WHERE segment IN ({marks}) "
-            "ORDER BY term, segment", merged):
-        if term != current_term:
-            if current_term is not None:
-                rows.append(_merged_row(current_term, segment, ids, codes))
-            current_term, ids, codes = term, [], []
-        docs, shapes = _current(live, seg, docs, shapes)
-        ids.append(docs)
-        codes.append(shapes)
-    if current_term is not None:
+    terms = [term for (term,) in connection.execute(
+        f"SELECT DISTINCT term FROM postings WHERE segment IN ({marks}) ORDER BY term", merged)]
+    for start in range(0, len(terms), MERGE_TERMS):  # a bounded part of the postings at a time
+        low, high = terms[start], terms[min(start + MERGE_TERMS, len(terms)) - 1]
+        rows, current_term, ids, codes = [], None, [], []
+        for term, seg, docs, shapes in connection.execute(
+                f"SELECT term, segment, docs, shapes FROM postings WHERE term BETWEEN ? AND ? "
+                f"AND segment IN ({marks}) ORDER BY term, segment", (low, high, *merged)):
+            if term != current_term:
+                if current_term is not None:
+                    rows.append(_merged_row(current_term, segment, ids, codes))
+                current_term, ids, codes = term, [], []
+            docs, shapes = _current(live, seg, docs, shapes)
+            ids.append(docs)
+            codes.append(shapes)
         rows.append(_merged_row(current_term, segment, ids, codes))
-    connection.execute(f"DELETE FROM postings WHERE segment IN ({marks})", merged)
+        connection.execute(f"DELETE FROM postings WHERE term BETWEEN ? AND ? "
+                           f"AND segment IN ({marks})", (low, high, *merged))
+        connection.executemany("INSERT INTO postings VALUES (?, ?, ?, ?)",
+                               (row for row in rows if row is not None))
     connection.execute(f"DELETE FROM segments WHERE id IN ({marks})", merged)
     connection.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (
         segment, written.astype(np.uint32).tobytes(),
         live.length[written].astype(np.int32).tobytes(), deleted.tobytes()))
-    connection.executemany("INSERT INTO postings VALUES (?, ?, ?, ?)",
-                           (row for row in rows if row is not None))
     _bump(connection)
     return len(merged)
 
