@@ -85,13 +85,18 @@ class Tokenizer:
 @dataclass(frozen=True)
 class Live:
     """Which version of each row is current: `current[id]` its segment (0: none),
-    `length[id]` its words; with the row count and the mean length bm25() uses."""
+    `length[id]` its words; with the row count and the mean length bm25() uses, each row's
+    length term of bm25() (`norm`: k1 (1 - b + b D / avgdl)), and the segments holding
+    only current rows (`clean`: their postings need no check)."""
     generation: int
     current: np.ndarray
     length: np.ndarray
     rows: int
     avgdl: float
+    norm: np.ndarray
+    clean: frozenset[int]
     shapes: dict[int, tuple[int, ...]]
+    last_shape: int
     _frequencies: dict = field(default_factory=dict, compare=False, repr=False)
 
     def frequency(self, weights: tuple[float, ...]) -> np.ndarray:
@@ -268,10 +273,14 @@ def load_live(connection: sqlite3.Connection) -> Live:
     alive = current > 0
     rows = int(alive.sum())
     total = int(length[alive].sum())
+    avgdl = float(total) / float(rows) if rows else 0.0
+    # as bm25() computes it for a row, in the same order of operations
+    norm = K1 * (1 - B + B * length.astype(np.float64) / avgdl) if rows else length * 0.0
+    clean = frozenset(seg for seg, docs, _, _ in segments if (current[docs] == seg).all())
     shapes = {code: tuple(json.loads(counts))
               for code, counts in connection.execute("SELECT code, counts FROM shapes")}
-    return Live(generation(connection), current, length, rows,
-                float(total) / float(rows) if rows else 0.0, shapes)
+    return Live(generation(connection), current, length, rows, avgdl, norm, clean, shapes,
+                max(shapes, default=0))
 
 
 def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
@@ -282,7 +291,6 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
     many rows match), of the `allowed` ids only and none of the `excluded`."""
     frequency = live.frequency(weights)
     scores = np.zeros(len(live.current), dtype=np.float64)
-    matched = np.zeros(len(live.current), dtype=bool)
     for phrase in phrases:
         docs, codes = _postings(connection, live, phrase)
         hits = len(docs)
@@ -292,9 +300,8 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
         if not hits:
             continue
         f = frequency[codes]
-        length = live.length[docs].astype(np.float64)
-        scores[docs] += idf * ((f * (K1 + 1.0)) / (f + K1 * (1 - B + B * length / live.avgdl)))
-        matched[docs] = True
+        scores[docs] += idf * ((f * (K1 + 1.0)) / (f + live.norm[docs]))
+    matched = scores > 0  # every term adds more than 0: idf >= 1e-6, weights > 0
     if allowed is not None:
         keep = np.zeros(len(matched), dtype=bool)
         ids = np.fromiter((i for i in allowed if 0 <= i < len(matched)), dtype=np.int64)
@@ -322,17 +329,21 @@ def _postings(connection: sqlite3.Connection, live: Live, term: str):
         ids, shapes = _current(live, seg, ids, shapes)
         docs.append(ids)
         codes.append(shapes)
+    if len(docs) == 1:
+        return docs[0], codes[0]
     if not docs:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    return np.concatenate(docs).astype(np.int64), np.concatenate(codes).astype(np.int64)
+        return np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32)
+    return np.concatenate(docs), np.concatenate(codes)
 
 
 def _current(live: Live, segment: int, docs: bytes, shapes: bytes):
     """A postings row's ids and shape codes, of the rows whose current version it holds."""
     docs, shapes = _array(docs, np.uint32), _array(shapes, np.uint32)
     _pair(docs, shapes)
-    if len(docs) and (docs.max() >= len(live.current) or shapes.max() > max(live.shapes, default=0)):
+    if len(docs) and (docs.max() >= len(live.current) or shapes.max() > live.last_shape):
         raise sqlite3.DatabaseError("malformed postings (a row or shape no table names)")
+    if segment in live.clean:
+        return docs, shapes
     alive = live.current[docs] == segment
     return docs[alive], shapes[alive]
 
