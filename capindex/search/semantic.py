@@ -91,11 +91,19 @@ def hub_corrected(hits: list[tuple[int, float]], vectors: np.ndarray, bank: np.n
     (id, corrected score), best first (ties by id)."""
     if not hits:
         return []
-    sims = np.asarray(vectors, np.float32) @ bank.T  # (hits, V)
+    with _blas().limit(limits=1, user_api="blas"):  # threads only wait on each other here
+        sims = np.asarray(vectors, np.float32) @ bank.T  # (hits, V)
     k = max(1, min(neighbours, sims.shape[1]))
     typical = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
     scored = [(row_id, float(score - weight * t)) for (row_id, score), t in zip(hits, typical)]
     return sorted(scored, key=lambda item: (-item[1], item[0]))
+
+
+@cache
+def _blas():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def photo_vector(path: str | Path, embedding_path: str | None = None) -> np.ndarray:
