@@ -115,3 +115,14 @@ def test_search_corrects_short_text_queries_only(tmp_path, monkeypatch):
     assert names(lib.search("yellow", 5))[0] != "e_gray.jpg"  # hybrid too
     sentence = "a yellow thing lies on a wooden table in the sun"
     assert names(lib.search(sentence, 5, mode="semantic")) == names(raw)
+
+
+def test_without_a_query_side_the_bank_comes_from_the_checkpoint(monkeypatch):
+    monkeypatch.setattr(semantic, "_query_encoder", lambda path: None)  # the torch path
+    semantic.word_bank.cache_clear()
+    try:
+        bank = semantic.word_bank()
+    finally:
+        semantic.word_bank.cache_clear()
+    table = load_embedding_file(DEFAULT_EMBEDDING)[2]
+    assert bank.dtype == np.float32 and np.array_equal(bank, table.vectors.numpy())
