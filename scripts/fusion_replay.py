@@ -5,10 +5,12 @@ top FUSION_DEPTH of each side, as `capindex search` fetches them), then fused ag
 median rank over the split's caption queries; the semantic-only pair is 1.0 / 1.0).
 
   python scripts/fusion_replay.py --library LIBRARY --data ../shared/datasets/flickr8k \
-      [--max-caption-queries N] [--hits hits.pkl]
+      [--max-caption-queries N] [--hits hits.pkl] [--hubness W]
 
 LIBRARY: a library of the split's photos (the one `capindex evaluate-search --library` keeps).
---hits keeps the fetched hits, so another run with other shares skips the searches.
+--hits keeps the fetched hits, so another run with other shares skips the searches (hits
+fetched with another --hubness give that setting's numbers). --hubness: the weight of a
+short query's hubness correction (`ranking.HUBNESS_WEIGHT` unless given; 0: none).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ SHARES = [(0.6, 0.8), (0.7, 0.85), (0.8, 0.9), (0.8, 0.93), (0.85, 0.93), (0.85,
           (0.9, 0.93), (0.9, 0.95), (0.9, 0.97), (0.95, 0.97), (1.0, 1.0)]
 
 
-def fetch(library: Library, text: str) -> tuple[list, list, str]:
+def fetch(library: Library, text: str, fusion: dict) -> tuple[list, list, str]:
     """(keyword hits, vector hits, which list a search ranks by) of one hybrid search."""
-    plan = ranking._Ranking(library.dir, text, "hybrid", None, None, None, None,
+    plan = ranking._Ranking(library.dir, text, "hybrid", None, None, None, fusion,
                             ranking.FUSION_DEPTH, None)
     plan.ranked(10)
     return plan.keyword_hits, plan.vector_hits, plan.kind
@@ -56,7 +58,9 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--max-caption-queries", type=int)
     parser.add_argument("--hits", help="read the hits from this file when it exists, else write them")
+    parser.add_argument("--hubness", type=float, default=ranking.HUBNESS_WEIGHT)
     args = parser.parse_args()
+    fusion = {"hubness": args.hubness}
     library = Library(args.library)
     dataset = read_dataset(args.data, holdout=200, seed=0)
     names = dataset.val
@@ -70,12 +74,12 @@ def main() -> None:
         for word in search_eval.WORDS:
             relevant = search_eval.relevant_images(dataset, names, word)
             if relevant:
-                words[word] = (relevant, fetch(library, word))
+                words[word] = (relevant, fetch(library, word, fusion))
         most = max(len(dataset.captions[n]) for n in names)
         queries = [(search_eval.caption_query(dataset.captions[n][i]), n) for i in range(most)
                    for n in names if i < len(dataset.captions[n])]
         queries = [(q, n) for q, n in queries if q][:args.max_caption_queries]
-        captions = [(n, q, fetch(library, q)) for q, n in queries]
+        captions = [(n, q, fetch(library, q, fusion)) for q, n in queries]
         if args.hits:
             with open(args.hits, "wb") as f:
                 pickle.dump((words, captions, name_of), f)

@@ -65,12 +65,15 @@ def test_ingest_then_search_with_the_shipped_model(samples, capindex_home):
     result = CliRunner().invoke(main, ["search", "concepts:cat", "--json", "--mode", "keyword"])
     assert result.exit_code == 0, result.output
     assert Path(json.loads(result.stdout)[0]["path"]).name == "chelsea.jpg"
-    for args in (["a cat", "--mode", "semantic"], ["--like", str(samples / "chelsea.jpg")]):
+    # A short query's vector score is its cosine less the photo's typical best cosine to any
+    # concept word (the hubness correction): above 0, "cat" is one of this photo's best words.
+    for args, least in ((["a cat", "--mode", "semantic"], 0.0),
+                        (["--like", str(samples / "chelsea.jpg")], 0.3)):
         result = CliRunner().invoke(main, ["search", *args, "--json"])
         assert result.exit_code == 0, result.output
         first = json.loads(result.stdout)[0]
         assert Path(first["path"]).name == "chelsea.jpg", (args, first)
-        assert first["vector_score"] > 0.3
+        assert first["vector_score"] > least, (args, first)
 
 
 def test_a_run_with_nothing_to_caption_loads_no_model(samples, capindex_home):

@@ -195,16 +195,19 @@ def save_embedding(path: str | Path, net: EmbeddingNet, provenance: dict, half: 
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
-    _write_query_side(path, state, provenance)
+    _write_query_side(path, state, provenance, payload.get("concepts"))
 
 
-def _write_query_side(path: Path, state: dict, provenance: dict) -> Path:
+def _write_query_side(path: Path, state: dict, provenance: dict,
+                      concepts: dict | None) -> Path:
     """The torch-free query side beside the checkpoint (model/query_encoder.py)."""
     from capindex.model.query_encoder import write_query_side
 
     adapter = {name: state[f"adapter.{name}"].numpy() for name in ("weight", "bias")
                if f"adapter.{name}" in state}
-    return write_query_side(path, adapter or None, provenance.get("text_model", "all-MiniLM-L6-v2"))
+    bank = concepts["vectors"].float().numpy() if concepts else None
+    return write_query_side(path, adapter or None,
+                            provenance.get("text_model", "all-MiniLM-L6-v2"), bank)
 
 
 def rewrite_query_side(path: str | Path) -> Path:
@@ -213,7 +216,8 @@ def rewrite_query_side(path: str | Path) -> Path:
     path = Path(path)
     load_embedding(path)  # ModelError for a file that is no embedding checkpoint
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    return _write_query_side(path, payload["state_dict"], payload.get("provenance", {}))
+    return _write_query_side(path, payload["state_dict"], payload.get("provenance", {}),
+                             payload.get("concepts"))
 
 
 def load_embedding(path: str | Path) -> tuple[EmbeddingNet, dict]:

@@ -6,9 +6,12 @@ adapter lives in the torch checkpoint (embedding.pt), which only torch can read,
 `save_embedding` also writes the query side beside it, torch-free:
 
     embedding.query.safetensors   adapter.weight, adapter.bias (as the checkpoint holds them;
-                                  none for an embedding without an adapter), and metadata:
-                                  format, embedding_sha256 (the checkpoint's file hash),
-                                  text_model
+                                  none for an embedding without an adapter), concepts.vectors
+                                  (the concept table's words as queries, fp16 (V, dim): the
+                                  word bank of the hubness correction, search/semantic.py;
+                                  none for a checkpoint without a concept table), and
+                                  metadata: format, embedding_sha256 (the checkpoint's file
+                                  hash), text_model
 
 `QueryEncoder.load` returns None when that file is missing or was written for another
 checkpoint (its hash differs); search then takes the torch path. For an existing
@@ -36,14 +39,17 @@ def query_side_path(checkpoint: str | Path) -> Path:
 
 
 def write_query_side(checkpoint: str | Path, adapter: dict[str, np.ndarray] | None,
-                     text_model: str = TEXT_MODEL_ID) -> Path:
+                     text_model: str = TEXT_MODEL_ID, bank: np.ndarray | None = None) -> Path:
     """Write the query side of the checkpoint file at `checkpoint` (already written):
-    `adapter` {"weight", "bias"} as numpy arrays, None for no adapter. Atomic."""
+    `adapter` {"weight", "bias"} as numpy arrays, None for no adapter; `bank` (V, dim) the
+    concept words' query vectors, None for none. Atomic."""
     from safetensors.numpy import save
 
     checkpoint = Path(checkpoint)
     path = query_side_path(checkpoint)
     tensors = {f"adapter.{k}": np.ascontiguousarray(v) for k, v in (adapter or {}).items()}
+    if bank is not None:
+        tensors["concepts.vectors"] = np.ascontiguousarray(bank, np.float16)
     metadata = {"format": FORMAT, "embedding_sha256": checkpoint_sha256(checkpoint),
                 "text_model": text_model}
     tmp = path.with_name(path.name + ".tmp")
@@ -56,13 +62,14 @@ class QueryEncoder:
     """Tokenizer + numpy MiniLM + the adapter: texts -> unit query vectors (N, dim) float32."""
 
     def __init__(self, tokenizer, model: MiniLMNumpy, weight: np.ndarray | None,
-                 bias: np.ndarray | None) -> None:
+                 bias: np.ndarray | None, bank: np.ndarray | None = None) -> None:
         from threadpoolctl import ThreadpoolController
 
         self.tokenizer = tokenizer
         self.model = model
         self.weight = weight  # (dim, dim) float32, or None: no adapter
         self.bias = bias
+        self.bank = bank  # (V, dim) float32 concept words as queries, or None
         # A query's products are a few rows by 384 or 1536: one BLAS thread does each in
         # under a millisecond, where OpenBLAS's threads waited on each other for 40 ms and
         # more on a busy 2-core machine (docs/performance.md, "Search").
@@ -85,10 +92,12 @@ class QueryEncoder:
         weight, bias = tensors.get("adapter.weight"), tensors.get("adapter.bias")
         if (weight is None) != (bias is None):
             raise ModelError(f"{path}: the adapter lacks its weight or its bias")
+        bank = tensors.get("concepts.vectors")
         folder = model_dir()
         return cls(load_tokenizer(folder), MiniLMNumpy.load(folder),
                    None if weight is None else weight.astype(np.float32),
-                   None if bias is None else bias.astype(np.float32))
+                   None if bias is None else bias.astype(np.float32),
+                   None if bank is None else bank.astype(np.float32))
 
     def text_vectors(self, texts: list[str]) -> np.ndarray:
         """MiniLM's unit vectors (N, 384), one text at a time (no padding to compute)."""

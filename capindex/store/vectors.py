@@ -57,6 +57,7 @@ class _Opened:
     vectors: np.ndarray  # (N, dim) float32, memory-mapped; grouped by cluster when clustered
     centres: np.ndarray | None  # (clusters, dim) float32; None: exact search
     offsets: np.ndarray | None  # (clusters + 1,): cluster k is rows offsets[k]:offsets[k + 1]
+    sorter: np.ndarray | None = None  # argsort of ids, made on the first `vectors_of`
 
 
 def _kept(ids: np.ndarray, allowed: set[int] | None, exclude: set[int]) -> np.ndarray:
@@ -188,6 +189,26 @@ class VectorIndex:
             return None
         where = np.flatnonzero(opened.ids == row_id)
         return np.array(opened.vectors[where[0]]) if len(where) else None
+
+    def vectors_of(self, row_ids: list[int]) -> np.ndarray:
+        """The stored vectors of `row_ids` (n, dim) float32, in that order; KeyError for an id
+        without one."""
+        opened = self._open()
+        wanted = np.asarray(row_ids, np.int64)
+        if opened is None or not len(opened.ids):
+            if len(wanted):
+                raise KeyError(int(wanted[0]))
+            return np.zeros((0, 0), np.float32)
+        if opened.sorter is None:  # an exact index is written in id order: no sort to make
+            ids = opened.ids
+            opened.sorter = np.arange(len(ids)) if bool(np.all(ids[1:] > ids[:-1])) \
+                else np.argsort(ids, kind="stable")
+        at = opened.sorter[np.minimum(np.searchsorted(opened.ids, wanted, sorter=opened.sorter),
+                                      len(opened.ids) - 1)]
+        missing = opened.ids[at] != wanted
+        if missing.any():
+            raise KeyError(int(wanted[missing][0]))
+        return np.array(opened.vectors[at])
 
     # -- writing (under the library's ingest lock) ------------------------------
 
