@@ -176,3 +176,22 @@ def test_ingest_rebuilds_an_index_of_the_previous_format_saying_so(tmp_path):
     connection.close()
     assert KeywordIndex(path).problem() is None
     assert "older capindex" in KeywordIndex(path).problem(thorough=True)
+
+
+def test_what_a_search_keeps_is_not_used_after_another_commit(tmp_path):
+    path = tmp_path / "keyword.sqlite"
+    writer = _build(path, random.Random(8))
+    writer.flush(final=True)
+    reader = KeywordIndex(path)
+    reader.search("grass -dog", 5)
+    count, excluded = reader.count("grass -dog"), set(reader.excluded_ids("grass -dog"))
+
+    def row(row_id, caption):
+        return {"id": row_id, "seq": row_id, "status": "ok", "path": f"/p/x{row_id}.jpg",
+                "caption": caption, "alt_captions": [], "tags": [], "objects": [],
+                "concepts": []}
+    writer = KeywordIndex(path)
+    writer.update([row(900, "grass dog"), row(901, "grass grass")])
+    writer.flush(final=True)
+    assert reader.excluded_ids("grass -dog") == excluded | {900}
+    assert reader.count("grass -dog") == count + 1

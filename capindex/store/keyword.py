@@ -153,7 +153,8 @@ class KeywordIndex:
         self._reader: sqlite3.Connection | None = None
         self._reader_format: str | None = None
         self._cache = cache if cache is not None else postings.SearchCache()
-        self._counted: tuple | None = None  # (text, allowed, matches) of the last ranking
+        self._counted: tuple | None = None  # (text, allowed, version, matches) of the last
+        self._excluded: tuple | None = None  # (MATCH expression, ids) of the last exclusion
 
     def exists(self) -> bool:
         """Whether there is an index file here, readable or not."""
@@ -463,7 +464,7 @@ class KeywordIndex:
         if found is None:
             return self._rank_fts(query, weights, columns, limit, allowed)
         ranked, matches = found
-        self._counted = (text, allowed, matches)
+        self._counted = (text, allowed, self._version(), matches)
         return ranked
 
     def _rank_fts(self, query: Query, weights: dict[str, float], columns: tuple[str, ...],
@@ -504,8 +505,8 @@ class KeywordIndex:
     def count(self, text: str, allowed: set[int] | None = None) -> int:
         """How many documents match `text` (of the `allowed` row ids only, when given);
         nothing is scored (and nothing asked again just after a `search` that counted)."""
-        if self._counted is not None and self._counted[:2] == (text, allowed):
-            return self._counted[2]
+        if self._counted is not None and self._counted[:3] == (text, allowed, self._version()):
+            return self._counted[3]
         check_query(text)
         query = parse_query(text)
         if query is None or (allowed is not None and not allowed):
@@ -528,8 +529,17 @@ class KeywordIndex:
         return self.excluded_ids_of(query)
 
     def excluded_ids_of(self, query: Query) -> set[int]:
-        return {row_id for (row_id,) in self._rows(
-            "SELECT rowid FROM docs WHERE docs MATCH ?", (query.excluded(),))}
+        """The ids `query` excludes (kept for the next call: a hybrid search asks for them
+        for both sides)."""
+        expression = (query.excluded(), self._version())
+        if self._excluded is None or self._excluded[0] != expression:
+            self._excluded = (expression, {row_id for (row_id,) in self._rows(
+                "SELECT rowid FROM docs WHERE docs MATCH ?", (expression[0],))})
+        return self._excluded[1]
+
+    def _version(self) -> int:
+        """SQLite's data_version of the reader: it changes when another connection commits."""
+        return self._rows("PRAGMA data_version", ())[0][0]
 
 
 def _plain_words(node) -> list[str] | None:
