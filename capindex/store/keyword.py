@@ -39,6 +39,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from capindex.errors import IndexDamaged, QuerySyntaxError
 from capindex.store import keyword_postings as postings
 from capindex.store.catalog_reader import connect_read_only
@@ -154,7 +156,7 @@ class KeywordIndex:
         self._reader_format: str | None = None
         self._cache = cache if cache is not None else postings.SearchCache()
         self._counted: tuple | None = None  # (text, allowed, version, matches) of the last
-        self._excluded: tuple | None = None  # (MATCH expression, ids) of the last exclusion
+        self._excluded: tuple | None = None  # (key, ids, as a set) of the last exclusion
 
     def exists(self) -> bool:
         """Whether there is an index file here, readable or not."""
@@ -483,20 +485,33 @@ class KeywordIndex:
         the postings (`keyword_postings.rank`: the same scores and order, without scoring
         every match in SQL), and how many rows match; None for any other query or an
         index without postings."""
-        words = _plain_words(query.positive)
-        connection = self._read_connection()
+        phrases = self._plain_tokens(query.positive)
+        if phrases is None:
+            return None
+        excluded = self._excluded_array(query) if query.negative is not None else None
+        return self._in_snapshot(lambda connection, live: postings.rank(
+            connection, live, phrases, weights, limit, allowed, excluded))
+
+    def _plain_tokens(self, node) -> list[str] | None:
+        """The words of a query part that is plain words (`_plain_words`) as the index's
+        tokens, one each, when this index has postings; else None (FTS5 reads it)."""
+        self._read_connection()
+        words = _plain_words(node)
         if words is None or self._reader_format != FORMAT:
             return None
         tokens = self._cache.tokenizer.tokens(words)
         if any(len(tokens[word]) != 1 for word in words):
-            return None  # a word FTS5 splits is a phrase: FTS5 ranks it
-        excluded = self.excluded_ids_of(query) if query.negative is not None else None
+            return None  # a word FTS5 splits is a phrase: FTS5 reads it
+        return [tokens[word][0] for word in words]
+
+    def _in_snapshot(self, work):
+        """work(connection, live) in one read transaction (the postings and which rows are
+        current from the same commit)."""
+        connection = self._read_connection()
         try:
             connection.execute("BEGIN")
             try:
-                live = self._cache.get(connection)
-                return postings.rank(connection, live, [tokens[w][0] for w in words],
-                                     weights, limit, allowed, excluded)
+                return work(connection, self._cache.get(connection))
             finally:
                 connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -531,10 +546,25 @@ class KeywordIndex:
     def excluded_ids_of(self, query: Query) -> set[int]:
         """The ids `query` excludes (kept for the next call: a hybrid search asks for them
         for both sides)."""
-        expression = (query.excluded(), self._version())
-        if self._excluded is None or self._excluded[0] != expression:
-            self._excluded = (expression, {row_id for (row_id,) in self._rows(
-                "SELECT rowid FROM docs WHERE docs MATCH ?", (expression[0],))})
+        self._excluded_array(query)
+        key, ids, as_set = self._excluded
+        if as_set is None:
+            as_set = set(ids.tolist())
+            self._excluded = (key, ids, as_set)
+        return as_set
+
+    def _excluded_array(self, query: Query) -> np.ndarray:
+        """The ids `query` excludes, from the postings when it excludes plain words."""
+        key = (query.excluded(), self._version())
+        if self._excluded is None or self._excluded[0] != key:
+            terms = self._plain_tokens(query.negative)
+            if terms is not None:
+                ids = self._in_snapshot(lambda connection, live: postings.matching(
+                    connection, live, terms))
+            else:
+                ids = np.array([row_id for (row_id,) in self._rows(
+                    "SELECT rowid FROM docs WHERE docs MATCH ?", (key[0],))], dtype=np.int64)
+            self._excluded = (key, ids, None)
         return self._excluded[1]
 
     def _version(self) -> int:

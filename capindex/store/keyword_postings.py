@@ -285,7 +285,7 @@ def load_live(connection: sqlite3.Connection) -> Live:
 
 def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
          weights: tuple[float, ...], limit: int, allowed: set[int] | None = None,
-         excluded: set[int] | None = None) -> tuple[list[tuple[int, float]], int]:
+         excluded: np.ndarray | None = None) -> tuple[list[tuple[int, float]], int]:
     """The best `limit` rows for an OR of single-token `phrases` (repeats count twice, as in
     FTS5) by bm25() with field `weights`: ([(row id, score)], best first, ties by id; how
     many rows match), of the `allowed` ids only and none of the `excluded`."""
@@ -307,9 +307,8 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
         ids = np.fromiter((i for i in allowed if 0 <= i < len(matched)), dtype=np.int64)
         keep[ids] = True
         matched &= keep
-    if excluded:
-        ids = np.fromiter((i for i in excluded if 0 <= i < len(matched)), dtype=np.int64)
-        matched[ids] = False
+    if excluded is not None and len(excluded):
+        matched[excluded[excluded < len(matched)]] = False
     candidates = np.flatnonzero(matched)
     total = len(candidates)
     if limit < total:
@@ -319,6 +318,12 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
     order = np.lexsort((candidates, -scores[candidates]))[:limit]
     best = candidates[order]
     return [(int(i), float(s)) for i, s in zip(best, scores[best])], total
+
+
+def matching(connection: sqlite3.Connection, live: Live, terms: Sequence[str]) -> np.ndarray:
+    """The current rows holding any of `terms` (ids, sorted): what NOT of them excludes."""
+    found = [_postings(connection, live, term)[0] for term in terms]
+    return np.unique(np.concatenate(found)).astype(np.int64) if found else np.empty(0, np.int64)
 
 
 def _postings(connection: sqlite3.Connection, live: Live, term: str):
