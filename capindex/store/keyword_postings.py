@@ -334,11 +334,11 @@ def _postings(connection: sqlite3.Connection, live: Live, term: str):
         ids, shapes = _current(live, seg, ids, shapes)
         docs.append(ids)
         codes.append(shapes)
-    if len(docs) == 1:
-        return docs[0], codes[0]
     if not docs:
-        return np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32)
-    return np.concatenate(docs), np.concatenate(codes)
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
+    # as numpy's index type once (each fancy index would convert uint32 again)
+    return (np.concatenate(docs, dtype=np.intp, casting="safe"),
+            np.concatenate(codes, dtype=np.intp, casting="safe"))
 
 
 def _current(live: Live, segment: int, docs: bytes, shapes: bytes):
