@@ -15,8 +15,8 @@ skipped. `rank` computes exactly what FTS5's bm25() does (sqlite/ext/fts5/fts5_a
 k1 1.2, b 0.75, IDF log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, a word's frequency the
 sum of its fields' weights over its instances, a row's length its words in every field),
 in the same order of floating-point operations, so both give the same scores and order
-(tests/test_keyword_postings.py checks that against FTS5). Segments are merged at the end
-of a run (`merge`), as FTS5 merges its b-trees.
+(tests/test_keyword_postings.py checks that against FTS5). Segments are merged (`merge`)
+when there are more than MAX_SEGMENTS and at the end of a run, as FTS5 merges its b-trees.
 """
 
 from __future__ import annotations
@@ -130,11 +130,6 @@ class SearchCache:
         if live is None or live.generation != generation(connection):
             live = self._live = load_live(connection)
         return live
-
-
-def create(connection: sqlite3.Connection) -> None:
-    for statement in SCHEMA:
-        connection.execute(statement)
 
 
 def write_segment(connection: sqlite3.Connection, docs: dict[int, list[str] | None],
