@@ -123,10 +123,41 @@ def test_other_queries_go_through_fts5(tmp_path):
     for text in ('dog beach NOT "red ball"', "dog -caption:cat", "boy -cat -snow"):
         fast, slow = _both(index, text, 30)
         assert fast is not None and fast == slow, text
-    # a field left out by a boost of 0 changes what matches: FTS5 ranks that too
-    assert index.search("dog", 10, boosts={"name": 0}) == index._rank_fts(
-        parse_query("dog"), {**FIELD_BOOSTS, "name": 0}, tuple(f for f in FIELDS if f != "name"),
-        10, None)
+    # a field left out by a boost of 0, in a query FTS5 ranks: left out of the match
+    assert index.search('"red ball"', 10, boosts={"name": 0}) == index._rank_fts(
+        parse_query('"red ball"'), {**FIELD_BOOSTS, "name": 0},
+        tuple(f for f in FIELDS if f != "name"), 10, None)
+
+
+@pytest.mark.parametrize("left_out", [("name",), ("alt", "objects", "words", "concepts")])
+def test_weights_of_0_rank_as_an_index_without_those_fields(tmp_path, left_out):
+    """What `evaluate-search --signals` measures: the fields before a signal, as an index
+    that never held the signal's field would rank them (FTS5 of such an index, here)."""
+    rng = random.Random(11)
+    rows = [_row(rng, i) for i in range(1, 250)]
+    full = KeywordIndex(tmp_path / "full.sqlite")
+    full.update(rows)
+    full.flush(final=True)
+    without = KeywordIndex(tmp_path / "without.sqlite")
+    import capindex.store.keyword as keyword
+
+    document = keyword.document
+
+    def fewer_fields(row):
+        doc = document(row)
+        return {**doc, **{field: "" for field in left_out}}
+    keyword.document = fewer_fields
+    try:
+        without.update(rows)
+        without.flush(final=True)
+    finally:
+        keyword.document = document
+    boosts = {field: 0 for field in left_out}
+    for text in _queries(rng, 80):
+        text = text.split(" -")[0]  # NOT still looks in every field
+        got = full.search(text, 15, boosts=boosts)
+        assert got == without._rank_fts(parse_query(text), dict(FIELD_BOOSTS), FIELDS, 15,
+                                        None), text
 
 
 def test_tokens_are_fts5s():

@@ -439,9 +439,10 @@ class KeywordIndex:
     def search(self, text: str, limit: int = 10, boosts: dict[str, float] | None = None,
                allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """(row id, BM25 score) of the best matches, best first (ties by id); `boosts`
-        overrides FIELD_BOOSTS (0 leaves a field out); `allowed`: only these row ids (a
-        filter, applied before the limit). A query that only excludes (NOT cat) lists
-        every other document, by id, with score 0.
+        overrides FIELD_BOOSTS (0 leaves a field out: for a query of plain words as if the
+        index did not hold it, `keyword_postings`; for others, FTS5 leaves it out of the
+        match only); `allowed`: only these row ids (a filter, applied before the limit). A
+        query that only excludes (NOT cat) lists every other document, by id, with score 0.
 
         Raises QuerySyntaxError for a malformed query, IndexDamaged when the index cannot
         be read; an empty list when the query has no searchable words or nothing matches.
@@ -459,10 +460,8 @@ class KeywordIndex:
         columns = tuple(f for f in FIELDS if weights[f] > 0)
         if not columns:
             return []
-        found = None
-        if columns == FIELDS:
-            found = self._rank_words(query, tuple(float(weights[f]) for f in FIELDS), limit,
-                                     allowed)
+        found = self._rank_words(query, tuple(max(0.0, float(weights[f])) for f in FIELDS),
+                                 limit, allowed)
         if found is None:
             return self._rank_fts(query, weights, columns, limit, allowed)
         ranked, matches = found

@@ -8,14 +8,17 @@ word at 100,000 photos matches a third of them). Beside its full-text tables,
                   the rows holding it (uint32) and each row's "shape" code (uint32)
     shapes        code -> how many times the word is in each field ([caption, alt, ...])
     segments      per segment (one per commit): the ids it (re)writes with their length in
-                  words (int32), and the ids it deletes
+                  words in each field (int32, a row of FIELDS per id), and the ids it deletes
 
 A row's current version is in the newest segment that names it; older postings of it are
 skipped. `rank` computes exactly what FTS5's bm25() does (sqlite/ext/fts5/fts5_aux.c:
 k1 1.2, b 0.75, IDF log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, a word's frequency the
 sum of its fields' weights over its instances, a row's length its words in every field),
 in the same order of floating-point operations, so both give the same scores and order
-(tests/test_keyword_postings.py checks that against FTS5). Segments are merged (`merge`)
+(tests/test_keyword_postings.py checks that against FTS5). A weight of 0 leaves a field
+out as if the index did not hold it (its words count neither in a row's length nor in a
+word's rows; what NOT excludes is still looked for in every field): what an index of the
+other fields would rank, which `capindex evaluate-search --signals` measures. Segments are merged (`merge`)
 when there are more than MAX_SEGMENTS and at the end of a run, as FTS5 merges its b-trees.
 """
 
@@ -90,7 +93,7 @@ class Live:
     only current rows (`clean`: their postings need no check)."""
     generation: int
     current: np.ndarray
-    length: np.ndarray
+    length: np.ndarray  # (ids, fields): each row's words in each field
     rows: int
     avgdl: float
     norm: np.ndarray
@@ -98,6 +101,29 @@ class Live:
     shapes: dict[int, tuple[int, ...]]
     last_shape: int
     _frequencies: dict = field(default_factory=dict, compare=False, repr=False)
+    _subsets: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def lengths_of(self, fields: tuple[bool, ...]) -> tuple[float, np.ndarray]:
+        """(avgdl, norm) of an index holding only `fields` (all of them: the stored ones)."""
+        if all(fields):
+            return self.avgdl, self.norm
+        if fields not in self._subsets:
+            length = self.length[:, np.asarray(fields)].sum(axis=1)
+            alive = self.current > 0
+            total = int(length[alive].sum())
+            avgdl = float(total) / float(self.rows) if self.rows else 0.0
+            self._subsets[fields] = (avgdl, _norm(length, avgdl))
+        return self._subsets[fields]
+
+    def present(self, fields: tuple[bool, ...]) -> np.ndarray:
+        """Per shape code, whether the word is in any of `fields` at all."""
+        key = ("present", fields)
+        if key not in self._subsets:
+            found = np.zeros(self.last_shape + 1, dtype=bool)
+            for code, counts in self.shapes.items():
+                found[code] = any(n and kept for n, kept in zip(counts, fields))
+            self._subsets[key] = found
+        return self._subsets[key]
 
     def frequency(self, weights: tuple[float, ...]) -> np.ndarray:
         """Per shape code, the frequency bm25() sums: each instance adds its field's weight,
@@ -148,13 +174,13 @@ def write_segment(connection: sqlite3.Connection, docs: dict[int, list[str] | No
     for row_id in written:
         counts: dict[str, list[int]] = {}
         fields = docs[row_id]
-        length = 0
+        per_field_length = [0] * len(fields)
         for column, text in enumerate(fields):
             for word in text.split():
                 for token in tokens[word]:
                     counts.setdefault(token, [0] * len(fields))[column] += 1
-                    length += 1
-        lengths.append(length)
+                    per_field_length[column] += 1
+        lengths.append(per_field_length)
         for token, per_field in counts.items():
             key = json.dumps(per_field, separators=(",", ":"))
             code = shapes.get(key)
@@ -188,7 +214,7 @@ def merge(connection: sqlite3.Connection, everything: bool = False) -> int:
     keep = set(merged)
     first = min(merged)
     segment = max(seg for seg, _ in sizes) + 1
-    written = np.flatnonzero(np.isin(live.current, list(keep)))
+    written = np.flatnonzero(np.isin(live.current, list(keep)))  # rows merged, by id
     deleted = np.empty(0, dtype=np.uint32)
     if not everything:  # deletions of rows that older segments still name
         named = np.concatenate([_array(blob, np.uint32) for (blob,) in connection.execute(
@@ -258,24 +284,33 @@ def load_live(connection: sqlite3.Connection) -> Live:
         "SELECT id, docs, lengths, deleted FROM segments ORDER BY id")]
     size = 1 + max((int(a.max()) for _, docs, _, deleted in segments for a in (docs, deleted)
                     if len(a)), default=0)
+    fields = next((len(lengths) // len(docs) for _, docs, lengths, _ in segments if len(docs)), 1)
     current = np.zeros(size, dtype=np.int64)
-    length = np.zeros(size, dtype=np.int64)
+    length = np.zeros((size, fields), dtype=np.int64)
     for seg, docs, lengths, deleted in segments:
-        _pair(docs, lengths)
+        if len(lengths) != len(docs) * fields:
+            raise sqlite3.DatabaseError(f"malformed postings ({len(docs)} ids, "
+                                        f"{len(lengths)} lengths)")
         current[docs] = seg
-        length[docs] = lengths
+        length[docs] = lengths.reshape(len(docs), fields)
         current[deleted] = 0
     alive = current > 0
     rows = int(alive.sum())
     total = int(length[alive].sum())
     avgdl = float(total) / float(rows) if rows else 0.0
-    # as bm25() computes it for a row, in the same order of operations
-    norm = K1 * (1 - B + B * length.astype(np.float64) / avgdl) if rows else length * 0.0
     clean = frozenset(seg for seg, docs, _, _ in segments if (current[docs] == seg).all())
     shapes = {code: tuple(json.loads(counts))
               for code, counts in connection.execute("SELECT code, counts FROM shapes")}
-    return Live(generation(connection), current, length, rows, avgdl, norm, clean, shapes,
-                max(shapes, default=0))
+    return Live(generation(connection), current, length, rows, avgdl,
+                _norm(length.sum(axis=1), avgdl), clean, shapes, max(shapes, default=0))
+
+
+def _norm(length: np.ndarray, avgdl: float) -> np.ndarray:
+    """Each row's length term of bm25(), k1 (1 - b + b D / avgdl), as bm25() computes it
+    (the same order of operations)."""
+    if not avgdl:
+        return np.zeros(len(length), dtype=np.float64)
+    return K1 * (1 - B + B * length.astype(np.float64) / avgdl)
 
 
 def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
@@ -284,10 +319,19 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
     """The best `limit` rows for an OR of single-token `phrases` (repeats count twice, as in
     FTS5) by bm25() with field `weights`: ([(row id, score)], best first, ties by id; how
     many rows match), of the `allowed` ids only and none of the `excluded`."""
+    if live.rows and live.length.shape[1] != len(weights):
+        raise sqlite3.DatabaseError(f"malformed postings ({live.length.shape[1]} field lengths "
+                                    f"a row, {len(weights)} fields)")
     frequency = live.frequency(weights)
+    fields = tuple(weight > 0 for weight in weights)
+    _, norm = live.lengths_of(fields)
+    present = None if all(fields) else live.present(fields)
     scores = np.zeros(len(live.current), dtype=np.float64)
     for phrase in phrases:
         docs, codes = _postings(connection, live, phrase)
+        if present is not None:  # rows holding the word only in fields left out
+            kept = present[codes]
+            docs, codes = docs[kept], codes[kept]
         hits = len(docs)
         idf = math.log((live.rows - hits + 0.5) / (hits + 0.5))
         if idf <= 0.0:
@@ -295,8 +339,8 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
         if not hits:
             continue
         f = frequency[codes]
-        scores[docs] += idf * ((f * (K1 + 1.0)) / (f + live.norm[docs]))
-    matched = scores > 0  # every term adds more than 0: idf >= 1e-6, weights > 0
+        scores[docs] += idf * ((f * (K1 + 1.0)) / (f + norm[docs]))
+    matched = scores > 0  # every term adds more than 0: idf >= 1e-6, f > 0
     if allowed is not None:
         keep = np.zeros(len(matched), dtype=bool)
         ids = np.fromiter((i for i in allowed if 0 <= i < len(matched)), dtype=np.int64)
