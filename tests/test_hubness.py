@@ -112,6 +112,10 @@ def test_search_corrects_short_text_queries_only(tmp_path, monkeypatch):
     expected = {h.id: h.score - ranking.HUBNESS_WEIGHT * t for h, t in zip(raw, typical)}
     assert [h.id for h in corrected] == sorted(expected, key=lambda i: -expected[i])
     assert {h.id: h.score for h in corrected} == pytest.approx(expected, abs=1e-4)
+    kept = next(v for k, v in lib.dir.vector_index()._open().derived.items()
+                if k.startswith("typical"))  # kept for the next search, while the file is
+    assert kept == pytest.approx(dict(zip([h.id for h in raw], typical.tolist())), abs=1e-6)
+    assert [h.id for h in lib.search("yellow", 5, mode="semantic")] == [h.id for h in corrected]
     assert names(lib.search("yellow", 5))[0] != "e_gray.jpg"  # hybrid too
     sentence = "a yellow thing lies on a wooden table in the sun"
     assert names(lib.search(sentence, 5, mode="semantic")) == names(raw)

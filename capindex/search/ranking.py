@@ -35,6 +35,7 @@ SENTENCE_SHARE = 0.95  # caption R@10: see docs/search.md (fusion)
 # Sentences keep their cosines (the correction cost them R@10).
 HUBNESS_NEIGHBOURS = 50
 HUBNESS_WEIGHT = 1.0
+TYPICAL_KEPT = 200_000  # photos whose typical cosine a process keeps (about 20 MB)
 # Reciprocal rank fusion (`fuse`, Cormack et al. 2009), measured and not chosen: at its
 # k = 60 it lost to score fusion on sentences (R@10 0.517-0.641 for weights 1:1 to 1:2).
 RRF_K = 60
@@ -284,9 +285,20 @@ class _Ranking:
 
             bank = semantic.word_bank()
             if bank is not None and bank.shape[1] == len(self.query_vector):
-                vectors = self.vectors.vectors_of([row_id for row_id, _ in hits])
-                hits = semantic.hub_corrected(hits, vectors, bank, HUBNESS_NEIGHBOURS,
-                                              self.hubness)
+                # each photo's typical cosine, kept while the vector file is the same (a
+                # server meets the same photos in many searches)
+                kept = self.vectors.derived(f"typical {HUBNESS_NEIGHBOURS} {id(bank)}")
+                typical = {row_id: kept.get(row_id) for row_id, _ in hits}
+                missing = [row_id for row_id, value in typical.items() if value is None]
+                if missing:
+                    made = dict(zip(missing, semantic.typical_cosines(
+                        self.vectors.vectors_of(missing), bank, HUBNESS_NEIGHBOURS).tolist()))
+                    typical.update(made)
+                    if len(kept) > TYPICAL_KEPT:
+                        kept.clear()
+                    kept.update(made)
+                hits = semantic.reranked(hits, [typical[row_id] for row_id, _ in hits],
+                                         self.hubness)
         return hits
 
     def count(self) -> int:

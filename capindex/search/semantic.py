@@ -91,10 +91,22 @@ def hub_corrected(hits: list[tuple[int, float]], vectors: np.ndarray, bank: np.n
     (id, corrected score), best first (ties by id)."""
     if not hits:
         return []
+    return reranked(hits, typical_cosines(vectors, bank, neighbours).tolist(), weight)
+
+
+def typical_cosines(vectors: np.ndarray, bank: np.ndarray, neighbours: int) -> np.ndarray:
+    """Each vector's mean of its `neighbours` highest cosines to the `bank`'s words: how
+    near a photo lies to words in general (what `hub_corrected` takes off)."""
     with _blas().limit(limits=1, user_api="blas"):  # threads only wait on each other here
         sims = np.asarray(vectors, np.float32) @ bank.T  # (hits, V)
     k = max(1, min(neighbours, sims.shape[1]))
-    typical = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+    return np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+
+
+def reranked(hits: list[tuple[int, float]], typical: list[float],
+             weight: float) -> list[tuple[int, float]]:
+    """`hits` (id, cosine) by cosine - `weight` x their `typical` cosines, best first (ties
+    by id)."""
     scored = [(row_id, float(score - weight * t)) for (row_id, score), t in zip(hits, typical)]
     return sorted(scored, key=lambda item: (-item[1], item[0]))
 

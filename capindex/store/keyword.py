@@ -60,7 +60,7 @@ __all__ = ["FIELDS", "FIELD_BOOSTS", "FORMAT", "KeywordIndex", "document", "show
 # What an index file holds, recorded in its meta table: another value (an older capindex,
 # other fields or analysis) is rebuilt by the next ingest.
 FORMAT = ("capindex-fts5-2: " + ",".join(FIELDS) + "; porter unicode61; stop words, min 2; "
-          "postings")
+          "postings with field lengths")
 # Formats search still reads (through FTS5 alone); the next ingest rebuilds them as FORMAT.
 READABLE_FORMATS = (FORMAT, "capindex-fts5-1: " + ",".join(FIELDS)
                     + "; porter unicode61; stop words, min 2")

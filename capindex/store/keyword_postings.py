@@ -301,6 +301,9 @@ def load_live(connection: sqlite3.Connection) -> Live:
     clean = frozenset(seg for seg, docs, _, _ in segments if (current[docs] == seg).all())
     shapes = {code: tuple(json.loads(counts))
               for code, counts in connection.execute("SELECT code, counts FROM shapes")}
+    if shapes and any(len(counts) != fields for counts in shapes.values()):
+        raise sqlite3.DatabaseError(f"malformed postings (lengths of {fields} fields a row, "
+                                    "counts of another number)")
     return Live(generation(connection), current, length, rows, avgdl,
                 _norm(length.sum(axis=1), avgdl), clean, shapes, max(shapes, default=0))
 
@@ -361,8 +364,10 @@ def rank(connection: sqlite3.Connection, live: Live, phrases: Sequence[str],
 
 def matching(connection: sqlite3.Connection, live: Live, terms: Sequence[str]) -> np.ndarray:
     """The current rows holding any of `terms` (ids, sorted): what NOT of them excludes."""
-    found = [_postings(connection, live, term)[0] for term in terms]
-    return np.unique(np.concatenate(found)).astype(np.int64) if found else np.empty(0, np.int64)
+    holding = np.zeros(len(live.current), dtype=bool)
+    for term in terms:
+        holding[_postings(connection, live, term)[0]] = True
+    return np.flatnonzero(holding)
 
 
 def _postings(connection: sqlite3.Connection, live: Live, term: str):

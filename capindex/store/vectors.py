@@ -25,7 +25,7 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ class _Opened:
     centres: np.ndarray | None  # (clusters, dim) float32; None: exact search
     offsets: np.ndarray | None  # (clusters + 1,): cluster k is rows offsets[k]:offsets[k + 1]
     sorter: np.ndarray | None = None  # argsort of ids, made on the first `vectors_of`
+    derived: dict = field(default_factory=dict)  # `VectorIndex.derived`'s caches
 
 
 def _kept(ids: np.ndarray, allowed: set[int] | None, exclude: set[int]) -> np.ndarray:
@@ -189,6 +190,12 @@ class VectorIndex:
             return None
         where = np.flatnonzero(opened.ids == row_id)
         return np.array(opened.vectors[where[0]]) if len(where) else None
+
+    def derived(self, name: str) -> dict:
+        """A cache of values computed from the rows' vectors ({row id: value}, one per
+        `name`), kept while the file is the same: a rewrite starts them empty."""
+        opened = self._open()
+        return {} if opened is None else opened.derived.setdefault(name, {})
 
     def vectors_of(self, row_ids: list[int]) -> np.ndarray:
         """The stored vectors of `row_ids` (n, dim) float32, in that order; KeyError for an id
