@@ -21,6 +21,8 @@ so photos an ingest adds while the server runs appear without a restart.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,12 @@ if TYPE_CHECKING:
     from capindex.api import Library
 
 MAX_UPLOAD_MB = 25
+# Requests served at once (Starlette runs each in a thread, anyio allows 40 by default):
+# one per core. Searches are Python and numpy under one interpreter lock, so more threads
+# only take turns: with 20 clients at once on 2 cores, 40 threads cost 41 CPU-ms a
+# request and answered 30 a second (p95 954 ms), 2 threads 21 CPU-ms and 57 a second (p95
+# 416 ms) (docs/web.md, "Speed").
+REQUEST_THREADS = max(2, os.cpu_count() or 2)
 
 
 @dataclass
@@ -79,6 +87,16 @@ def create_app(library: Library, token: str | None = None, *, max_upload_mb: flo
         Mount("/static", StaticFiles(packages=[("capindex.web", "static")]), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard, token=token)],
-                    exception_handlers={404: pages.not_found, 405: pages.not_allowed})
+                    exception_handlers={404: pages.not_found, 405: pages.not_allowed},
+                    lifespan=_request_threads)
     app.state.serve = state
     return app
+
+
+@contextlib.asynccontextmanager
+async def _request_threads(app: Starlette):
+    """Serve REQUEST_THREADS requests at once (anyio's thread limit, set in the server's loop)."""
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
+    yield
