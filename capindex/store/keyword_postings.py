@@ -168,25 +168,31 @@ def write_segment(connection: sqlite3.Connection, docs: dict[int, list[str] | No
         raise ValueError(f"a row id above {MAX_ID} cannot be kept in the keyword postings")
     words = {w for row_id in written for text in docs[row_id] for w in text.split()}
     tokens = tokenizer.tokens(sorted(words))
-    shapes = dict(connection.execute("SELECT counts, code FROM shapes"))
+    shapes = {tuple(json.loads(counts)): code
+              for counts, code in connection.execute("SELECT counts, code FROM shapes")}
     by_term: dict[str, tuple[list[int], list[int]]] = {}
     lengths = []
     for row_id in written:
         counts: dict[str, list[int]] = {}
         fields = docs[row_id]
-        per_field_length = [0] * len(fields)
+        width = len(fields)
+        per_field_length = [0] * width
         for column, text in enumerate(fields):
             for word in text.split():
                 for token in tokens[word]:
-                    counts.setdefault(token, [0] * len(fields))[column] += 1
+                    per_field = counts.get(token)
+                    if per_field is None:
+                        per_field = counts[token] = [0] * width
+                    per_field[column] += 1
                     per_field_length[column] += 1
         lengths.append(per_field_length)
         for token, per_field in counts.items():
-            key = json.dumps(per_field, separators=(",", ":"))
+            key = tuple(per_field)
             code = shapes.get(key)
             if code is None:
                 code = shapes[key] = len(shapes) + 1
-                connection.execute("INSERT INTO shapes VALUES (?, ?)", (code, key))
+                connection.execute("INSERT INTO shapes VALUES (?, ?)",
+                                   (code, json.dumps(per_field, separators=(",", ":"))))
             ids, codes = by_term.setdefault(token, ([], []))
             ids.append(row_id)
             codes.append(code)
