@@ -127,6 +127,13 @@ def too_large(size: int, limit: int, what: str = "file") -> str:
     return f"{what} too large ({byte_size(size)}; the limit is {byte_size(limit)})"
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message in one line: its first, at most `limit` characters (its type
+    when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def describe_failure(exc: BaseException) -> str:
     """Why one file could not be captioned, in a few words (the REASON of `skipping PATH: REASON`)."""
     import errno

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from capindex.errors import ModelError
+from capindex.errors import ModelError, first_line
 from capindex.model import DEFAULT_DETECTOR, checkpoint_sha256
 from capindex.model.preprocess import to_pixels, to_rgb
 
@@ -140,12 +140,6 @@ def read_labels(path: str | Path) -> list[str]:
                          f"{exc.strerror or exc}") from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    """An exception's message in one line (its first, at most 200 characters)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def grid_offsets(size: int, strides=STRIDES) -> tuple[np.ndarray, np.ndarray]:
     """Each output row's cell (x, y) (N, 2) and stride (N, 1), in the model's output order."""
     cells, steps = [], []
@@ -240,7 +234,7 @@ class Detector:
                     model(next(model.parameters()).new_zeros(1, 3, STRIDES[-1], STRIDES[-1]))
             except Exception as exc:  # no CUDA, no kernel for this GPU, out of memory...
                 raise ModelError(f"the torch detector cannot run on {device} "
-                                 f"({_first_line(exc)})") from exc
+                                 f"({first_line(exc)})") from exc
             return cls(None, names, model_id, digest, config, input_size, model=model)
         try:
             import onnxruntime as ort
@@ -257,7 +251,7 @@ class Detector:
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, ...)
-            raise ModelError(f"{path} is not a usable ONNX model ({_first_line(exc)})") from exc
+            raise ModelError(f"{path} is not a usable ONNX model ({first_line(exc)})") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
         out_shape = outputs[0].shape if len(outputs) == 1 else None
         if (len(inputs) != 1 or len(inputs[0].shape) != 4 or out_shape is None

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from capindex.errors import ModelError
+from capindex.errors import ModelError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -64,10 +64,8 @@ class DeferredDetector:
                 if not self.fall_back:
                     raise
                 self._on[where] = self.detector
-                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else (
-                    type(exc).__name__)
                 self._notes.append(f"the object detector runs on the CPU (onnxruntime), "
-                                   f"not on {where}: {reason}")
+                                   f"not on {where}: {first_line(exc, 300)}")
         return self._on[where]
 
     def take_notes(self) -> list[str]:

@@ -280,26 +280,28 @@ class _Ranking:
 
     def _vector_search(self, limit: int) -> list[tuple[int, float]]:
         hits = self.vectors.search(self.query_vector, limit, self.excluded, self.allowed)
-        if self.hubness and hits:
-            from capindex.search import semantic
+        return self._hub_corrected(hits) if self.hubness and hits else hits
 
-            bank = semantic.word_bank()
-            if bank is not None and bank.shape[1] == len(self.query_vector):
-                # each photo's typical cosine, kept while the vector file is the same (a
-                # server meets the same photos in many searches)
-                kept = self.vectors.derived(f"typical {HUBNESS_NEIGHBOURS} {id(bank)}")
-                typical = {row_id: kept.get(row_id) for row_id, _ in hits}
-                missing = [row_id for row_id, value in typical.items() if value is None]
-                if missing:
-                    made = dict(zip(missing, semantic.typical_cosines(
-                        self.vectors.vectors_of(missing), bank, HUBNESS_NEIGHBOURS).tolist()))
-                    typical.update(made)
-                    if len(kept) > TYPICAL_KEPT:
-                        kept.clear()
-                    kept.update(made)
-                hits = semantic.reranked(hits, [typical[row_id] for row_id, _ in hits],
-                                         self.hubness)
-        return hits
+    def _hub_corrected(self, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """`hits` re-ranked by `semantic.reranked` with each photo's typical cosine, kept
+        while the vector file is the same (a server meets the same photos in many
+        searches); `hits` as they are without the embedding's word bank."""
+        from capindex.search import semantic
+
+        bank = semantic.word_bank()
+        if bank is None or bank.shape[1] != len(self.query_vector):
+            return hits
+        kept = self.vectors.derived(f"typical {HUBNESS_NEIGHBOURS} {id(bank)}")
+        typical = {row_id: kept.get(row_id) for row_id, _ in hits}
+        missing = [row_id for row_id, value in typical.items() if value is None]
+        if missing:
+            made = dict(zip(missing, semantic.typical_cosines(
+                self.vectors.vectors_of(missing), bank, HUBNESS_NEIGHBOURS).tolist()))
+            typical.update(made)
+            if len(kept) > TYPICAL_KEPT:
+                kept.clear()
+            kept.update(made)
+        return semantic.reranked(hits, [typical[row_id] for row_id, _ in hits], self.hubness)
 
     def count(self) -> int:
         if self.kind == "keyword":

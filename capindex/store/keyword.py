@@ -540,12 +540,7 @@ class KeywordIndex:
         query: Query | None = parse_query(text)
         if query is None or query.negative is None:
             return set()
-        return self.excluded_ids_of(query)
-
-    def excluded_ids_of(self, query: Query) -> set[int]:
-        """The ids `query` excludes (kept for the next call: a hybrid search asks for them
-        for both sides)."""
-        self._excluded_array(query)
+        self._excluded_array(query)  # kept: a hybrid search asks for both sides
         key, ids, as_set = self._excluded
         if as_set is None:
             as_set = set(ids.tolist())

@@ -217,10 +217,9 @@ def merge(connection: sqlite3.Connection, everything: bool = False) -> int:
     if len(merged) < 2 and not (everything and len(merged) == 1 and _has_deletions(connection)):
         return 0
     live = load_live(connection)
-    keep = set(merged)
     first = min(merged)
     segment = max(seg for seg, _ in sizes) + 1
-    written = np.flatnonzero(np.isin(live.current, list(keep)))  # rows merged, by id
+    written = np.flatnonzero(np.isin(live.current, merged))  # rows merged, by id
     deleted = np.empty(0, dtype=np.uint32)
     if not everything:  # deletions of rows that older segments still name
         named = np.concatenate([_array(blob, np.uint32) for (blob,) in connection.execute(
